@@ -5,9 +5,9 @@ patches of restored and of natural images, and apply the closed-form Gaussian op
 transport map to the patches of new restored images (Adrai et al., NeurIPS 2023).
 """
 
-from .estimators import GaussianOTTransformer
+from .estimators import GaussianOTTransformer, LatentOTTransformer
 from .stats import GaussianStats
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["GaussianOTTransformer", "GaussianStats", "__version__"]
+__all__ = ["GaussianOTTransformer", "GaussianStats", "LatentOTTransformer", "__version__"]

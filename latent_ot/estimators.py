@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import os
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,10 +19,14 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .autoencoders import load_autoencoder
+from .exceptions import IncompatibleAutoencoderError
 from .gaussian import GaussianMap, fit_gaussian_map, w2_distance
+from .io import ImageItem, ImageSource, crop_to, pad_to_multiple
+from .patches import gaussian_window, iter_patch_chunks, patch_dim, transport_patches
 from .stats import GaussianStats
 
-__all__ = ["GaussianOTTransformer"]
+__all__ = ["GaussianOTTransformer", "LatentOTTransformer"]
 
 _STOCHASTIC_MODES = ("auto", "never", "always")
 _FITTED_MAP_ATTRIBUTES = (
@@ -392,6 +398,472 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         return new
 
     def __getstate__(self) -> dict:
+        # Pickles load anywhere: state goes to the CPU, the per-device cache is rebuilt.
         state = super().__getstate__()
         state["_map_cache"] = {}
+        if state.get("_gaussian_map") is not None:
+            state["_gaussian_map"] = state["_gaussian_map"].to("cpu")
+        for name in ("source_stats_", "target_stats_"):
+            if state.get(name) is not None:
+                state[name] = state[name].copy().to("cpu")
+        return state
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+
+def _resolve_device(device: Any) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be 'auto', a device string or torch.device, got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f"device: {device!r} is not a torch device ('cpu', 'cuda:0', ...)"
+        ) from err
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _batches_by_size(
+    items: Iterable[ImageItem], batch_size: int
+) -> Iterator[list[tuple[int, ImageItem]]]:
+    """Group ``(index, item)`` pairs of equal size and device into batches of ``batch_size``.
+
+    At most ``2 * batch_size`` images wait for companions of their size: when more do, the
+    largest group leaves early, so memory stays bounded on folders of all-different sizes.
+    """
+    pending: dict[tuple, list[tuple[int, ImageItem]]] = {}
+    waiting = 0
+    for index, item in enumerate(items):
+        key = (tuple(item.pixels.shape), str(item.pixels.device))
+        group = pending.setdefault(key, [])
+        group.append((index, item))
+        waiting += 1
+        if len(group) == batch_size:
+            waiting -= len(group)
+            yield pending.pop(key)
+        elif waiting > 2 * batch_size:
+            largest = max(pending, key=lambda k: len(pending[k]))
+            waiting -= len(pending[largest])
+            yield pending.pop(largest)
+    yield from pending.values()
+
+
+def _batch_name(group: list[tuple[int, ImageItem]]) -> str:
+    first = group[0][1].name
+    return first if len(group) == 1 else f"{first} (and {len(group) - 1} more of that size)"
+
+
+class LatentOTTransformer(TransformerMixin, BaseEstimator):
+    """Deep Optimal Transport: make restored images look natural, from a dozen examples.
+
+    ``fit`` encodes a set of restored images (outputs of any restoration model) and a set of
+    natural images with a pretrained autoencoder, and fits Gaussian statistics of all their
+    overlapping ``C x p x p`` latent patches. ``transform`` encodes new restored images,
+    applies the Gaussian optimal transport map to every latent patch, folds the patches back
+    by averaging, decodes, and finally interpolates with the input in pixel space:
+    ``(1 - alpha) * transported + alpha * input`` (Adrai et al., NeurIPS 2023).
+
+    Parameters
+    ----------
+    vae : str, os.PathLike, Autoencoder or diffusers model, default="stabilityai/sd-vae-ft-mse"
+        The autoencoder: a preset name (``"sd-vae-ft-mse"``, ``"taef2"``, ``"pixel"``, ...), a
+        hub id, a local directory or an instance; see
+        :func:`latent_ot.autoencoders.load_autoencoder`. Loaded on first use, not here.
+    patch_size : int, default=3
+        Side ``p`` of the latent patches; the statistics have dimension ``C * p * p``.
+    alpha : float, default=0.0
+        ``0`` gives the transported images (most realistic), ``1`` returns the inputs
+        unchanged; values outside ``[0, 1]`` extrapolate.
+    stochastic : {"auto", "never", "always"}, default="auto"
+        When to use the stochastic map (noise per patch) instead of the deterministic one;
+        ``"auto"``: only when the restored patches' covariance is singular.
+    fold_window : {"uniform", "gaussian"}, default="uniform"
+        Weights of a patch's pixels when overlapping patches are averaged back.
+    device : str or torch.device, default="auto"
+        Where the autoencoder runs and the statistics live; ``"auto"`` picks CUDA when
+        available.
+    dtype : torch.dtype or str, default=None
+        Compute dtype of the autoencoder (float32 when None); statistics are always float64.
+    batch_size : int, default=4
+        Images encoded together; only images of equal size share a batch.
+    sample_latent : bool, default=False
+        Encode with a sample of the latent distribution instead of its mean (``AutoencoderKL``
+        only). The mean makes the result deterministic.
+    patch_chunk_size : int, default=16384
+        Patches processed at once: bounds memory whatever the image size.
+    rtol : float, default=None
+        Relative eigenvalue tolerance deciding singularity (see
+        :class:`GaussianOTTransformer`).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the noise of the stochastic map and the latent samples; the same int gives the
+        same output on every call.
+
+    Attributes
+    ----------
+    gaussian_ot_ : GaussianOTTransformer
+        The Gaussian transport fitted on the patch vectors (restored as source, natural as
+        target); it is what is applied to every patch.
+    restored_stats_, natural_stats_ : GaussianStats
+        Streaming statistics of the patch vectors of each set.
+    w2_ : float
+        2-Wasserstein distance between the fitted restored and natural patch Gaussians.
+    n_images_restored_, n_images_natural_ : int
+        Images seen on each side.
+    latent_channels_, factor_, patch_dim_ : int
+        Latent channels and downsampling factor of the autoencoder used in ``fit``, and the
+        patch vector length ``latent_channels_ * patch_size ** 2``.
+
+    Notes
+    -----
+    Images may be PIL images, numpy arrays, torch tensors, file paths, a directory or any
+    iterable of them, of mixed sizes; ``transform`` returns the kind it was given (see
+    :mod:`latent_ot.io`). Sizes that are not multiples of the autoencoder's factor are
+    reflect-padded and cropped back, so outputs have exactly the input's size.
+
+    Pickling (``joblib.dump``) stores the statistics and how to re-create the autoencoder
+    (its name or path), not its weights; an autoencoder given as an instance is a parameter
+    and is pickled with its weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> natural = [rng.random((32, 32, 3)) for _ in range(3)]
+    >>> restored = [np.clip(0.5 + 0.3 * (im - 0.5), 0, 1) for im in natural]  # washed out
+    >>> dot = LatentOTTransformer(vae="pixel", patch_size=3, random_state=0)
+    >>> dot = dot.fit(restored, natural)
+    >>> out = dot.transform(restored[0])
+    >>> out.shape, bool(out.std() > restored[0].std())
+    ((32, 32, 3), True)
+    """
+
+    def __init__(
+        self,
+        vae="stabilityai/sd-vae-ft-mse",
+        *,
+        patch_size=3,
+        alpha=0.0,
+        stochastic="auto",
+        fold_window="uniform",
+        device="auto",
+        dtype=None,
+        batch_size=4,
+        sample_latent=False,
+        patch_chunk_size=16384,
+        rtol=None,
+        random_state=None,
+    ):
+        self.vae = vae
+        self.patch_size = patch_size
+        self.alpha = alpha
+        self.stochastic = stochastic
+        self.fold_window = fold_window
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.sample_latent = sample_latent
+        self.patch_chunk_size = patch_chunk_size
+        self.rtol = rtol
+        self.random_state = random_state
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def fit(self, restored, natural=None):
+        """Fit the patch statistics of restored and natural images and the transport map.
+
+        Parameters
+        ----------
+        restored : images
+            Outputs of the restoration model (any accepted kind, sizes may differ).
+        natural : images
+            Natural images (unpaired with ``restored``; any number, any sizes). Passed as
+            ``y`` by a :class:`~sklearn.pipeline.Pipeline`.
+
+        Returns
+        -------
+        self : LatentOTTransformer
+        """
+        if natural is None:
+            raise ValueError("natural: fit needs natural images as well as restored ones")
+        for name in ("restored_stats_", "natural_stats_", "gaussian_ot_"):
+            self.__dict__.pop(name, None)
+        return self.partial_fit(restored, natural)
+
+    def partial_fit(self, restored=None, natural=None):
+        """Stream more restored images, natural images, or both.
+
+        Statistics are updated batch by batch: a batch that fails (an unreadable image, out
+        of memory, an interrupt) leaves them as they were before it, and ``partial_fit`` can
+        be called again to resume. The map is refitted at the end of every call once both
+        sides have been seen.
+
+        Parameters
+        ----------
+        restored, natural : images or None
+
+        Returns
+        -------
+        self : LatentOTTransformer
+        """
+        self._check_params()
+        if restored is None and natural is None:
+            raise ValueError("partial_fit needs restored images, natural images or both")
+        autoencoder = self._autoencoder()
+        if not hasattr(self, "restored_stats_"):
+            self._start_fit(autoencoder)
+        else:
+            self._check_compatible(autoencoder)
+        device = _resolve_device(self.device)
+        for images, name in ((restored, "restored"), (natural, "natural")):
+            if images is None:
+                continue
+            stats = getattr(self, f"{name}_stats_").to(device)
+            count = self._accumulate(images, name, stats, autoencoder)
+            setattr(self, f"n_images_{name}_", getattr(self, f"n_images_{name}_") + count)
+        self._fit_transport()
+        return self
+
+    def _start_fit(self, autoencoder) -> None:
+        device = _resolve_device(self.device)
+        self.latent_channels_ = autoencoder.latent_channels
+        self.factor_ = autoencoder.factor
+        self.patch_dim_ = patch_dim(self.latent_channels_, self.patch_size)
+        self.restored_stats_ = GaussianStats(self.patch_dim_, device=device)
+        self.natural_stats_ = GaussianStats(self.patch_dim_, device=device)
+        self.n_images_restored_ = 0
+        self.n_images_natural_ = 0
+
+    def _accumulate(self, images, name: str, stats: GaussianStats, autoencoder) -> int:
+        """Add the patches of ``images`` to ``stats``, one all-or-nothing batch at a time."""
+        count = 0
+        generator = self._latent_generator(autoencoder)
+        for group in _batches_by_size(ImageSource(images, name=name), self.batch_size):
+            latents = self._encode(group, autoencoder, generator)
+            self._check_latent_fits_patch(latents, group)
+            batch_stats = GaussianStats(stats.n_features, device=stats.device)
+            for chunk in iter_patch_chunks(
+                latents, self.patch_size, max_patches=self.patch_chunk_size
+            ):
+                batch_stats.update(chunk)
+            stats.merge(batch_stats)
+            count += len(group)
+        if count == 0:
+            raise ValueError(f"{name} is empty: expected at least one image")
+        return count
+
+    def _check_latent_fits_patch(self, latents: torch.Tensor, group) -> None:
+        height, width = latents.shape[-2:]
+        if min(height, width) < self.patch_size:
+            least = self.patch_size * self.factor_
+            raise ValueError(
+                f"{_batch_name(group)}: its latent is {height} x {width}, smaller than "
+                f"patch_size={self.patch_size}; images must be at least {least} x {least} px "
+                f"for this autoencoder (factor {self.factor_}) and patch size"
+            )
+
+    def _fit_transport(self) -> None:
+        if self.restored_stats_.count < 2 or self.natural_stats_.count < 2:
+            self.__dict__.pop("gaussian_ot_", None)
+            return
+        self.gaussian_ot_ = GaussianOTTransformer(
+            stochastic=self.stochastic, rtol=self.rtol, random_state=self.random_state
+        ).fit_stats(self.restored_stats_, self.natural_stats_)
+        self.w2_ = self.gaussian_ot_.w2_
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "gaussian_ot_")
+
+    # -- transforming --------------------------------------------------------------------------
+
+    def transform(self, images):
+        """Make restored images more photo-realistic (interpolated by ``alpha``).
+
+        Parameters
+        ----------
+        images : images
+            Any accepted kind (see :mod:`latent_ot.io`).
+
+        Returns
+        -------
+        The same kind as ``images``: PIL in, PIL out; a uint8 array in, a uint8 array out; a
+        tensor on the same device; a list for a list, a directory or paths. Each output has
+        its input's size. With ``alpha=1`` the inputs come back bit for bit.
+        """
+        return self.sweep(images, [self.alpha])[0]
+
+    def sweep(self, images, alphas) -> list:
+        """Outputs for several ``alpha`` values, running the autoencoder once per image.
+
+        Parameters
+        ----------
+        images : images
+        alphas : sequence of float
+
+        Returns
+        -------
+        list
+            One output per alpha, each as :meth:`transform` would return it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> images = [rng.random((16, 16, 3)) for _ in range(2)]
+        >>> dot = LatentOTTransformer(vae="pixel").fit(images, [im ** 2 for im in images])
+        >>> far, near = dot.sweep(images[0], [0.0, 1.0])
+        >>> bool(np.array_equal(near, images[0]))
+        True
+        """
+        check_is_fitted(self)
+        self._check_params()
+        alphas = [_check_alpha(alpha) for alpha in alphas]
+        source = ImageSource(images, name="images")
+        outputs: list[dict[int, Any]] = [{} for _ in alphas]
+        if all(alpha == 1.0 for alpha in alphas):
+            for index, item in enumerate(source):
+                for per_alpha in outputs:
+                    per_alpha[index] = item.original()
+        else:
+            self._transport_all(source, alphas, outputs)
+        return [source.collect([per_alpha[i] for i in sorted(per_alpha)]) for per_alpha in outputs]
+
+    def _transport_all(self, source: ImageSource, alphas: list[float], outputs) -> None:
+        autoencoder = self._autoencoder()
+        self._check_compatible(autoencoder)
+        generator = _make_generator(self.random_state, autoencoder.device)
+        latent_generator = self._latent_generator(autoencoder)
+        for group in _batches_by_size(source, self.batch_size):
+            originals = torch.stack([item.pixels for _, item in group]).to(autoencoder.device)
+            transported = self._transport_pixels(group, autoencoder, generator, latent_generator)
+            for alpha, per_alpha in zip(alphas, outputs, strict=True):
+                blended = _blend(transported, originals, alpha)
+                for k, (index, item) in enumerate(group):
+                    per_alpha[index] = (
+                        item.original() if alpha == 1.0 else item.to_output(blended[k])
+                    )
+
+    def _transport_pixels(self, group, autoencoder, generator, latent_generator) -> torch.Tensor:
+        """Encode, transport every latent patch, fold, decode, crop: the ``alpha = 0`` images."""
+        latents = self._encode(group, autoencoder, latent_generator)
+        window = None
+        if self.fold_window == "gaussian":
+            window = gaussian_window(self.patch_size, device=latents.device)
+        transported = transport_patches(
+            latents,
+            self.patch_size,
+            lambda patches: self.gaussian_ot_.transport_tensor(patches, generator),
+            window=window,
+            max_patches=self.patch_chunk_size,
+        )
+        height, width = group[0][1].pixels.shape[-2:]
+        return crop_to(autoencoder.decode(transported), height, width)
+
+    def _encode(self, group, autoencoder, generator) -> torch.Tensor:
+        pixels = torch.stack([item.pixels for _, item in group]).to(autoencoder.device)
+        padded = pad_to_multiple(pixels, autoencoder.factor, name=_batch_name(group))
+        latents = autoencoder.encode(padded, generator)
+        if not bool(torch.isfinite(latents).all()):
+            raise ValueError(
+                f"{_batch_name(group)}: the autoencoder {autoencoder.name} returned NaN or "
+                f"infinite latents (dtype {autoencoder.dtype}); try dtype=torch.float32"
+            )
+        return latents
+
+    def interpolate(self, alpha: float) -> LatentOTTransformer:
+        """A fitted copy with another ``alpha``; shares the loaded autoencoder, no refit.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> images = [np.random.default_rng(0).random((16, 16, 3))]
+        >>> dot = LatentOTTransformer(vae="pixel").fit(images, images)
+        >>> dot.interpolate(0.5).alpha, dot.alpha
+        (0.5, 0.0)
+        """
+        check_is_fitted(self)
+        alpha = _check_alpha(alpha)
+        new = copy.copy(self)
+        new.restored_stats_ = self.restored_stats_.copy()
+        new.natural_stats_ = self.natural_stats_.copy()
+        new.gaussian_ot_ = copy.deepcopy(self.gaussian_ot_)
+        new.alpha = alpha
+        return new
+
+    # -- the autoencoder -----------------------------------------------------------------------
+
+    def _autoencoder(self):
+        """The loaded autoencoder, (re)loaded when ``vae``, ``device`` or ``dtype`` changed."""
+        key = (
+            self.vae if isinstance(self.vae, str | os.PathLike) else id(self.vae),
+            str(_resolve_device(self.device)),
+            str(self.dtype),
+            self.sample_latent,
+        )
+        cached = self.__dict__.get("_autoencoder_cache")
+        if cached is None or cached[0] != key:
+            autoencoder = load_autoencoder(
+                self.vae,
+                device=_resolve_device(self.device),
+                dtype=self.dtype,
+                sample_latent=self.sample_latent,
+            )
+            self._autoencoder_cache = (key, autoencoder)
+        return self._autoencoder_cache[1]
+
+    def _latent_generator(self, autoencoder) -> torch.Generator | None:
+        if not self.sample_latent:
+            return None
+        # A stream apart from the transport noise, so that one does not shift the other.
+        seed = self.random_state + 1 if isinstance(self.random_state, int) else self.random_state
+        return _make_generator(seed, autoencoder.device)
+
+    def _check_compatible(self, autoencoder) -> None:
+        fitted = (self.latent_channels_, self.factor_)
+        if (autoencoder.latent_channels, autoencoder.factor) != fitted:
+            raise IncompatibleAutoencoderError(
+                f"vae: this operator was fitted on latents with {fitted[0]} channels and factor "
+                f"{fitted[1]}, but {autoencoder.name} gives {autoencoder.latent_channels} "
+                f"channels and factor {autoencoder.factor}; use the autoencoder of the fit, "
+                "or refit"
+            )
+        if patch_dim(self.latent_channels_, self.patch_size) != self.patch_dim_:
+            raise IncompatibleAutoencoderError(
+                f"patch_size: this operator was fitted with patch vectors of length "
+                f"{self.patch_dim_}, patch_size={self.patch_size} gives "
+                f"{patch_dim(self.latent_channels_, self.patch_size)}; refit"
+            )
+
+    def _check_params(self) -> None:
+        _check_alpha(self.alpha)
+        _check_stochastic(self.stochastic)
+        _check_rtol(self.rtol)
+        _check_int(self.patch_size, "patch_size", 1)
+        _check_int(self.batch_size, "batch_size", 1)
+        _check_int(self.patch_chunk_size, "patch_chunk_size", 1)
+        _resolve_device(self.device)
+        if self.fold_window not in ("uniform", "gaussian"):
+            raise ValueError(
+                f"fold_window must be 'uniform' or 'gaussian', got {self.fold_window!r}"
+            )
+        if not isinstance(self.sample_latent, bool):
+            raise TypeError(f"sample_latent must be a bool, got {self.sample_latent!r}")
+
+    def __getstate__(self) -> dict:
+        # The loaded autoencoder is re-created from `vae` after loading; statistics go to the
+        # CPU so that a pickle made on a GPU loads anywhere.
+        state = super().__getstate__()
+        state.pop("_autoencoder_cache", None)
+        for name in ("restored_stats_", "natural_stats_"):
+            if state.get(name) is not None:
+                state[name] = state[name].copy().to("cpu")
         return state

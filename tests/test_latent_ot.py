@@ -1,0 +1,369 @@
+"""LatentOTTransformer end to end: real pretrained weights, one implementation of the math,
+the loading path users take, every input kind, scikit-learn integration, bad input."""
+
+import pickle
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
+from latent_ot.autoencoders import MODELS_DIR_ENV, load_autoencoder
+from latent_ot.exceptions import ImageReadError, IncompatibleAutoencoderError
+from latent_ot.gaussian import w2_distance
+from latent_ot.io import pad_to_multiple
+from latent_ot.patches import extract_patches, fold_patches, iter_patch_chunks
+
+pytestmark = pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`:UserWarning")
+
+
+def random_images(seed: int, sizes, *, contrast: float = 1.0) -> list[np.ndarray]:
+    """Smooth-ish random float images in [0, 1] (H x W x 3)."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for height, width in sizes:
+        base = rng.random((height, width, 3))
+        smooth = (base + np.roll(base, 1, axis=0) + np.roll(base, 1, axis=1)) / 3
+        images.append(np.clip(0.5 + contrast * (smooth - 0.5), 0, 1))
+    return images
+
+
+@pytest.fixture
+def pixel_fit():
+    restored = random_images(0, [(24, 24)] * 3, contrast=0.5)
+    natural = random_images(1, [(20, 28)] * 3, contrast=1.5)
+    return LatentOTTransformer(vae="pixel", random_state=0).fit(restored, natural), restored
+
+
+# -- one implementation of the math --------------------------------------------------------------
+
+
+def test_patch_map_equals_gaussian_ot_fitted_on_the_same_patch_vectors(pixel_fit):
+    dot, restored = pixel_fit
+    natural = random_images(1, [(20, 28)] * 3, contrast=1.5)
+    # The estimator works on float32 pixels; so does the reference.
+    as_latents = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()  # noqa: E731
+    reference = GaussianOTTransformer().fit(
+        extract_patches(as_latents(restored), 3).numpy(),
+        target=extract_patches(as_latents(natural), 3).numpy(),
+    )
+    np.testing.assert_allclose(
+        dot.gaussian_ot_.transport_matrix_, reference.transport_matrix_, rtol=1e-9, atol=1e-12
+    )
+    assert dot.w2_ == pytest.approx(reference.w2_, rel=1e-9)
+
+    # With the identity autoencoder, transform = replicate pad, map every patch, average back.
+    image = as_latents(restored[:1]).double()
+    padded = torch.nn.functional.pad(image, (1, 1, 1, 1), mode="replicate")
+    mapped = reference.transform(extract_patches(padded, 3).numpy())
+    folded = fold_patches(torch.from_numpy(mapped), (26, 26), 3)[..., 1:-1, 1:-1]
+    expected = folded.clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(dot.transform(restored[0]), expected, atol=1e-6)
+
+
+def test_transported_patches_take_the_natural_statistics():
+    # Pixel space, where "re-encoding" is exact: the output's patch covariance moves to the target.
+    restored = random_images(2, [(40, 40)] * 4, contrast=0.4)
+    natural = random_images(3, [(40, 40)] * 4, contrast=1.0)
+    dot = LatentOTTransformer(vae="pixel", patch_size=2).fit(restored, natural)
+    out = [dot.transform(image) for image in restored]
+    stats = lambda images: GaussianStats.from_samples(  # noqa: E731
+        extract_patches(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), 2)
+    )
+    target = dot.natural_stats_
+    before = w2_distance(
+        stats(restored).mean, stats(restored).covariance, target.mean, target.covariance
+    )
+    after = w2_distance(stats(out).mean, stats(out).covariance, target.mean, target.covariance)
+    assert float(after) < 0.35 * float(before)
+
+
+# -- real pretrained weights -----------------------------------------------------------------------
+
+
+def nlm_restored(clean: np.ndarray, seed: int) -> np.ndarray:
+    """Gaussian noise sigma = 50 removed by non-local means (the paper's NLM row)."""
+    from skimage.restoration import denoise_nl_means
+
+    sigma = 50 / 255
+    noisy = clean + np.random.default_rng(seed).normal(0, sigma, clean.shape)
+    denoised = denoise_nl_means(
+        noisy,
+        h=0.8 * sigma,
+        sigma=sigma,
+        patch_size=5,
+        patch_distance=6,
+        channel_axis=-1,
+        fast_mode=True,
+    )
+    return np.clip(denoised, 0, 1)
+
+
+def center_crop(path: Path, size: int = 256) -> np.ndarray:
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
+    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
+    return array[top : top + size, left : left + size]
+
+
+def patch_stats(autoencoder, images, patch_size: int) -> GaussianStats:
+    stats = None
+    for image in images:
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+        latents = autoencoder.encode(pad_to_multiple(pixels, autoencoder.factor))
+        for chunk in iter_patch_chunks(latents, patch_size, max_patches=8192):
+            stats = stats or GaussianStats(chunk.shape[1])
+            stats.update(chunk)
+    return stats
+
+
+@pytest.mark.slow
+def test_taef2_transport_closes_the_gap_to_natural_statistics(shared_dir):
+    paths = sorted((shared_dir / "images" / "CBSD68").glob("*.png"))
+    clean = [center_crop(path) for path in paths[:26]]
+    restored_train = [nlm_restored(image, seed) for seed, image in enumerate(clean[:10])]
+    natural_train = clean[10:20]
+    held_out_clean = clean[20:26]
+    held_out = [nlm_restored(image, 100 + seed) for seed, image in enumerate(held_out_clean)]
+
+    dot = LatentOTTransformer(vae=shared_dir / "weights" / "taef2", device="cpu", random_state=0)
+    dot.fit(restored_train, natural_train)
+    transported = dot.transform(held_out)
+    assert [t.shape for t in transported] == [h.shape for h in held_out]
+
+    autoencoder = load_autoencoder(shared_dir / "weights" / "taef2")
+    target = dot.natural_stats_
+
+    def distance(images) -> float:
+        stats = patch_stats(autoencoder, images, dot.patch_size)
+        return float(w2_distance(stats.mean, stats.covariance, target.mean, target.covariance))
+
+    before, after, floor = distance(held_out), distance(transported), distance(held_out_clean)
+    closed = (before - after) / (before - floor)
+    print(f"W2 before {before:.2f}, after {after:.2f}, floor {floor:.2f}, closed {closed:.0%}")
+    assert closed >= 0.7, f"W2 before {before:.2f}, after {after:.2f}, floor {floor:.2f}"
+
+
+# -- the loading path users take, every input kind -------------------------------------------------
+
+
+@pytest.fixture
+def hub_id_fit(tiny_models_dir, monkeypatch):
+    """Fitted through the hub id, found in the local models directory like a user's copy."""
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tiny_models_dir))
+    restored = random_images(4, [(40, 48), (37, 53), (40, 48)], contrast=0.6)
+    natural = random_images(5, [(64, 64), (50, 30)])
+    dot = LatentOTTransformer(vae="stabilityai/sd-vae-ft-mse", batch_size=2, random_state=0)
+    return dot.fit(restored, natural)
+
+
+SIZES = [(37, 53), (300, 200), (64, 64), (41, 40)]
+
+
+def test_hub_id_through_models_dir_handles_mixed_sizes(hub_id_fit):
+    assert (hub_id_fit.latent_channels_, hub_id_fit.factor_) == (4, 2)
+    assert hub_id_fit.n_images_restored_ == 3 and hub_id_fit.n_images_natural_ == 2
+    images = random_images(6, SIZES)
+    out = hub_id_fit.transform(images)
+    assert isinstance(out, list) and [o.shape for o in out] == [i.shape for i in images]
+    assert all(o.dtype == np.float64 for o in out)
+    # Batching groups images of equal size; the result does not depend on it.
+    one_by_one = [hub_id_fit.transform(image) for image in images]
+    for batched, single in zip(out, one_by_one, strict=True):
+        np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda a: Image.fromarray((a * 255).astype(np.uint8)), id="pil-rgb"),
+        pytest.param(lambda a: Image.fromarray((a[..., 0] * 255).astype(np.uint8)), id="pil-gray"),
+        pytest.param(lambda a: (a * 255).astype(np.uint8), id="numpy-uint8"),
+        pytest.param(lambda a: (a * 65535).astype(np.uint16), id="numpy-uint16"),
+        pytest.param(lambda a: a.astype(np.float32), id="numpy-float32"),
+        pytest.param(lambda a: a[..., 0].astype(np.float32), id="numpy-gray"),
+        pytest.param(lambda a: torch.from_numpy(a).permute(2, 0, 1).float(), id="tensor"),
+    ],
+)
+def test_every_input_kind_comes_back_in_its_own_kind_and_size(hub_id_fit, make):
+    for height, width in SIZES:
+        image = make(random_images(7, [(height, width)])[0])
+        out = hub_id_fit.transform(image)
+        assert type(out) is type(image)
+        if isinstance(image, Image.Image):
+            assert (out.mode, out.size) == (image.mode, image.size)
+        else:
+            assert (out.shape, out.dtype) == (image.shape, image.dtype)
+        assert hub_id_fit.interpolate(1.0).transform(image) is not image
+
+
+def test_files_directories_and_batches(hub_id_fit, tmp_path):
+    images = random_images(8, [(40, 40), (33, 47)])
+    for index, image in enumerate(images):
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / f"{index}.png")
+    from_dir = hub_id_fit.transform(tmp_path)
+    from_paths = hub_id_fit.transform([tmp_path / "0.png", str(tmp_path / "1.png")])
+    assert [im.size for im in from_dir] == [(40, 40), (47, 33)]
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(from_dir, from_paths, strict=True)
+    )
+    batch = torch.rand(3, 3, 24, 30, generator=torch.Generator().manual_seed(0))
+    out = hub_id_fit.transform(batch)
+    assert out.shape == batch.shape and out.dtype == batch.dtype
+    array_batch = (np.random.default_rng(0).random((2, 24, 30, 3)) * 255).astype(np.uint8)
+    assert hub_id_fit.transform(array_batch).shape == array_batch.shape
+
+
+def test_alpha_one_returns_the_input_bitwise(hub_id_fit):
+    image = (np.random.default_rng(9).random((37, 53, 3)) * 65535).astype(np.uint16)
+    assert np.array_equal(hub_id_fit.interpolate(1.0).transform(image), image)
+    tensor = torch.rand(3, 37, 53, dtype=torch.float64)
+    assert torch.equal(hub_id_fit.interpolate(1.0).transform(tensor), tensor)
+
+
+def test_alpha_blends_in_pixel_space_and_sweep_reuses_the_transport(hub_id_fit):
+    image = random_images(10, [(32, 32)])[0].astype(np.float32)
+    transported = hub_id_fit.transform(image)
+    half = hub_id_fit.interpolate(0.5).transform(image)
+    np.testing.assert_allclose(half, np.clip(0.5 * transported + 0.5 * image, 0, 1), atol=1e-6)
+    swept = hub_id_fit.sweep(image, [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(swept[0], transported)
+    np.testing.assert_array_equal(swept[1], half)
+    np.testing.assert_array_equal(swept[2], image)
+
+
+def test_same_random_state_gives_the_same_output(tiny_models_dir):
+    restored = random_images(11, [(32, 32)] * 2)
+    natural = random_images(12, [(32, 32)] * 2)
+    vae = tiny_models_dir / "sd-vae-ft-mse"
+    make = lambda seed: LatentOTTransformer(vae=vae, stochastic="always", random_state=seed).fit(  # noqa: E731
+        restored, natural
+    )
+    first, second, other = make(3), make(3), make(4)
+    assert first.gaussian_ot_.noise_cov_ is not None
+    assert np.array_equal(first.transform(restored[0]), first.transform(restored[0]))
+    assert np.array_equal(first.transform(restored[0]), second.transform(restored[0]))
+    assert not np.array_equal(first.transform(restored[0]), other.transform(restored[0]))
+
+
+# -- scikit-learn integration ----------------------------------------------------------------------
+
+
+def test_joblib_round_trip_stores_how_to_load_the_autoencoder_not_its_weights(hub_id_fit, tmp_path):
+    image = random_images(13, [(37, 53)])[0]
+    expected = hub_id_fit.transform(image)
+    joblib.dump(hub_id_fit, tmp_path / "dot.joblib")
+    assert "_autoencoder_cache" not in pickle.loads(pickle.dumps(hub_id_fit)).__dict__
+    assert (tmp_path / "dot.joblib").stat().st_size < 200_000  # statistics, no weights
+    loaded = joblib.load(tmp_path / "dot.joblib")
+    assert np.array_equal(loaded.transform(image), expected)
+
+
+def test_an_autoencoder_instance_is_pickled_with_its_weights(tiny_kl_model, tmp_path):
+    restored, natural = random_images(14, [(32, 32)] * 2), random_images(15, [(32, 32)] * 2)
+    dot = LatentOTTransformer(vae=tiny_kl_model).fit(restored, natural)
+    joblib.dump(dot, tmp_path / "dot.joblib")
+    loaded = joblib.load(tmp_path / "dot.joblib")
+    assert np.array_equal(loaded.transform(restored[0]), dot.transform(restored[0]))
+
+
+def test_clone_params_pipeline_and_not_fitted(pixel_fit):
+    dot, restored = pixel_fit
+    params = dot.get_params()
+    assert params["vae"] == "pixel" and params["patch_size"] == 3
+    copy = clone(dot).set_params(patch_size=2, alpha=0.25)
+    assert copy.patch_size == 2 and copy.alpha == 0.25 and not hasattr(copy, "gaussian_ot_")
+    with pytest.raises(NotFittedError):
+        copy.transform(restored[0])
+
+    natural = random_images(1, [(20, 28)] * 3, contrast=1.5)
+    to_float32 = FunctionTransformer(lambda images: [np.float32(image) for image in images])
+    pipeline = Pipeline(
+        [("cast", to_float32), ("dot", LatentOTTransformer(vae="pixel", random_state=0))]
+    )
+    pipeline.fit(restored, natural)
+    np.testing.assert_allclose(
+        pipeline.transform(restored)[0], dot.transform(np.float32(restored[0])), atol=1e-6
+    )
+
+
+def test_partial_fit_streams_either_side_and_equals_fit(pixel_fit):
+    dot, restored = pixel_fit
+    natural = random_images(1, [(20, 28)] * 3, contrast=1.5)
+    streamed = LatentOTTransformer(vae="pixel", random_state=0)
+    streamed.partial_fit(restored=restored[:2])
+    streamed.partial_fit(natural=natural[:1])
+    streamed.partial_fit(restored=restored[2:], natural=natural[1:])
+    np.testing.assert_allclose(
+        streamed.gaussian_ot_.transport_matrix_, dot.gaussian_ot_.transport_matrix_, rtol=1e-9
+    )
+
+
+def test_a_failing_batch_leaves_the_statistics_as_they_were(pixel_fit, tmp_path):
+    dot, restored = pixel_fit
+    before = dot.restored_stats_.copy()
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    with pytest.raises(ImageReadError, match=r"broken\.png"):
+        dot.partial_fit(restored=[restored[0], broken])
+    assert dot.restored_stats_ == before
+    dot.partial_fit(restored=[restored[0]])
+    assert dot.restored_stats_.count > before.count
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_bad_input_names_the_argument(pixel_fit, tiny_models_dir, tmp_path):
+    dot, restored = pixel_fit
+    natural = random_images(1, [(20, 28)] * 2)
+    fresh = LatentOTTransformer(vae="pixel")
+    with pytest.raises(ValueError, match="restored is empty"):
+        fresh.fit([], natural)
+    with pytest.raises(ValueError, match="natural is empty"):
+        fresh.fit(restored, [])
+    with pytest.raises(ValueError, match="natural: fit needs natural images"):
+        fresh.fit(restored)
+    nan_image = restored[0].copy()
+    nan_image[3, 3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"restored\[1\].*NaN"):
+        fresh.fit([restored[0], nan_image], natural)
+    with pytest.raises(ValueError, match=r"images.*5 channels"):
+        dot.transform(np.zeros((8, 8, 5)))
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("hello")
+    with pytest.raises(ImageReadError, match=r"notes\.png"):
+        dot.transform(text_file)
+    # Smaller than the autoencoder's factor, and smaller than a patch at fit time.
+    kl = LatentOTTransformer(vae=tiny_models_dir / "sd-vae-ft-mse")
+    with pytest.raises(ValueError, match=r"restored\[0\].*1 x 1 px.*at least 2 x 2"):
+        kl.fit([np.zeros((1, 1, 3))], natural)
+    with pytest.raises(
+        ValueError, match=r"restored\[0\].*smaller than patch_size=3.*at least 6 x 6"
+    ):
+        kl.fit([np.zeros((4, 4, 3))], natural)
+    with pytest.raises(ValueError, match="patch_size must be an int"):
+        LatentOTTransformer(vae="pixel", patch_size=0).fit(restored, natural)
+    with pytest.raises(ValueError, match="alpha must be a finite"):
+        dot.interpolate(float("nan"))
+
+
+def test_a_fitted_operator_refuses_another_autoencoder(pixel_fit, tiny_models_dir):
+    dot, restored = pixel_fit
+    dot.set_params(vae=tiny_models_dir / "sd-vae-ft-mse")
+    with pytest.raises(
+        IncompatibleAutoencoderError,
+        match=r"vae: .*3 channels and factor 1.*4 channels and factor 2",
+    ):
+        dot.transform(restored[0])
+    dot.set_params(vae="pixel", patch_size=5)
+    with pytest.raises(IncompatibleAutoencoderError, match="patch_size"):
+        dot.transform(restored[0])
