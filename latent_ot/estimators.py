@@ -16,10 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from tqdm.auto import tqdm
 
 from .autoencoders import load_autoencoder
+from .distributed import gather_stats, sum_counts, synchronizing
 from .exceptions import IncompatibleAutoencoderError
 from .gaussian import GaussianMap, fit_gaussian_map, w2_distance
 from .io import ImageItem, ImageSource, crop_to, pad_to_multiple
@@ -458,6 +461,12 @@ def _batches_by_size(
     yield from pending.values()
 
 
+def _describe_vae(vae: Any) -> str:
+    if isinstance(vae, str | os.PathLike):
+        return os.fspath(vae)
+    return f"{type(vae).__name__} instance at {id(vae):#x}"
+
+
 def _batch_name(group: list[tuple[int, ImageItem]]) -> str:
     first = group[0][1].name
     return first if len(group) == 1 else f"{first} (and {len(group) - 1} more of that size)"
@@ -507,6 +516,8 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the noise of the stochastic map and the latent samples; the same int gives the
         same output on every call.
+    verbose : bool, default=False
+        Show progress bars (tqdm) while encoding and transporting.
 
     Attributes
     ----------
@@ -562,6 +573,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         patch_chunk_size=16384,
         rtol=None,
         random_state=None,
+        verbose=False,
     ):
         self.vae = vae
         self.patch_size = patch_size
@@ -575,6 +587,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self.patch_chunk_size = patch_chunk_size
         self.rtol = rtol
         self.random_state = random_state
+        self.verbose = verbose
 
     # -- fitting -------------------------------------------------------------------------------
 
@@ -605,7 +618,8 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         Statistics are updated batch by batch: a batch that fails (an unreadable image, out
         of memory, an interrupt) leaves them as they were before it, and ``partial_fit`` can
         be called again to resume. The map is refitted at the end of every call once both
-        sides have been seen.
+        sides have been seen. Inside :func:`latent_ot.distributed.synchronize_fit` the
+        statistics of the call are merged across all ranks instead.
 
         Parameters
         ----------
@@ -623,14 +637,16 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             self._start_fit(autoencoder)
         else:
             self._check_compatible(autoencoder)
-        device = _resolve_device(self.device)
-        for images, name in ((restored, "restored"), (natural, "natural")):
-            if images is None:
-                continue
-            stats = getattr(self, f"{name}_stats_").to(device)
-            count = self._accumulate(images, name, stats, autoencoder)
-            setattr(self, f"n_images_{name}_", getattr(self, f"n_images_{name}_") + count)
-        self._fit_transport()
+        sides = {name: images for name, images in (("restored", restored), ("natural", natural))}
+        try:
+            if synchronizing():
+                self._accumulate_across_ranks(sides, autoencoder)
+            else:
+                for name, images in sides.items():
+                    if images is not None:
+                        self._accumulate(name, images, autoencoder)
+        finally:
+            self._fit_transport()
         return self
 
     def _start_fit(self, autoencoder) -> None:
@@ -643,23 +659,48 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self.n_images_restored_ = 0
         self.n_images_natural_ = 0
 
-    def _accumulate(self, images, name: str, stats: GaussianStats, autoencoder) -> int:
-        """Add the patches of ``images`` to ``stats``, one all-or-nothing batch at a time."""
+    def _accumulate(self, name: str, images, autoencoder) -> None:
+        """Merge the patches of ``images`` into the ``name`` side, one batch at a time."""
+        stats = getattr(self, f"{name}_stats_").to(_resolve_device(self.device))
         count = 0
-        generator = self._latent_generator(autoencoder)
-        for group in _batches_by_size(ImageSource(images, name=name), self.batch_size):
-            latents = self._encode(group, autoencoder, generator)
-            self._check_latent_fits_patch(latents, group)
-            batch_stats = GaussianStats(stats.n_features, device=stats.device)
-            for chunk in iter_patch_chunks(
-                latents, self.patch_size, max_patches=self.patch_chunk_size
-            ):
-                batch_stats.update(chunk)
+        for batch_stats, n_images in self._batch_stats(name, images, autoencoder):
             stats.merge(batch_stats)
-            count += len(group)
+            setattr(self, f"n_images_{name}_", getattr(self, f"n_images_{name}_") + n_images)
+            count += n_images
         if count == 0:
             raise ValueError(f"{name} is empty: expected at least one image")
-        return count
+
+    def _accumulate_across_ranks(self, sides: dict, autoencoder) -> None:
+        """Accumulate this rank's share of the call, then merge every rank's, in rank order."""
+        device = _resolve_device(self.device)
+        local = {name: GaussianStats(self.patch_dim_, device=device) for name in sides}
+        counts = dict.fromkeys(sides, 0)
+        for name, images in sides.items():
+            for batch_stats, n_images in self._batch_stats(name, images or [], autoencoder):
+                local[name].merge(batch_stats)
+                counts[name] += n_images
+        merged = gather_stats([local[name] for name in sides])
+        totals = sum_counts([counts[name] for name in sides])
+        for name, stats, total in zip(sides, merged, totals, strict=True):
+            if sides[name] is not None and total == 0:
+                raise ValueError(f"{name} is empty on every rank: expected at least one image")
+            getattr(self, f"{name}_stats_").to(device).merge(stats)
+            setattr(self, f"n_images_{name}_", getattr(self, f"n_images_{name}_") + total)
+
+    def _batch_stats(self, name: str, images, autoencoder) -> Iterator[tuple[GaussianStats, int]]:
+        """Statistics of the patches of each batch of ``images``, with the batch's size."""
+        generator = self._latent_generator(autoencoder)
+        source = ImageSource(images, name=name)
+        progress = tqdm(source, desc=f"encoding {name}", unit="img", disable=not self.verbose)
+        device = _resolve_device(self.device)
+        for group in _batches_by_size(progress, self.batch_size):
+            latents = self._encode(group, autoencoder, generator)
+            self._check_latent_fits_patch(latents, group)
+            batch_stats = GaussianStats(self.patch_dim_, device=device)
+            chunks = iter_patch_chunks(latents, self.patch_size, max_patches=self.patch_chunk_size)
+            for chunk in chunks:
+                batch_stats.update(chunk)
+            yield batch_stats, len(group)
 
     def _check_latent_fits_patch(self, latents: torch.Tensor, group) -> None:
         height, width = latents.shape[-2:]
@@ -742,7 +783,8 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self._check_compatible(autoencoder)
         generator = _make_generator(self.random_state, autoencoder.device)
         latent_generator = self._latent_generator(autoencoder)
-        for group in _batches_by_size(source, self.batch_size):
+        progress = tqdm(source, desc="transporting", unit="img", disable=not self.verbose)
+        for group in _batches_by_size(progress, self.batch_size):
             originals = torch.stack([item.pixels for _, item in group]).to(autoencoder.device)
             transported = self._transport_pixels(group, autoencoder, generator, latent_generator)
             for alpha, per_alpha in zip(alphas, outputs, strict=True):
@@ -798,6 +840,54 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         new.gaussian_ot_ = copy.deepcopy(self.gaussian_ot_)
         new.alpha = alpha
         return new
+
+    def merge(self, other: LatentOTTransformer) -> LatentOTTransformer:
+        """An operator fitted on the images of both ``self`` and ``other``.
+
+        Statistics merge exactly, so fitting on disjoint shards (in separate processes, on
+        Dask, Ray or Spark workers) and merging on the driver equals one fit on all images.
+        ``a + b`` is the same as ``a.merge(b)``. The result takes ``self``'s parameters.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> restored = [rng.random((16, 16, 3)) ** 2 for _ in range(4)]
+        >>> natural = [rng.random((16, 16, 3)) for _ in range(4)]
+        >>> a = LatentOTTransformer(vae="pixel").fit(restored[:2], natural[:2])
+        >>> b = LatentOTTransformer(vae="pixel").fit(restored[2:], natural[2:])
+        >>> whole = LatentOTTransformer(vae="pixel").fit(restored, natural)
+        >>> bool(np.allclose((a + b).gaussian_ot_.transport_matrix_,
+        ...                  whole.gaussian_ot_.transport_matrix_))
+        True
+        """
+        if not isinstance(other, LatentOTTransformer):
+            raise TypeError(f"other must be a LatentOTTransformer, got {type(other).__name__}")
+        for operator, name in ((self, "self"), (other, "other")):
+            if not hasattr(operator, "restored_stats_"):
+                raise NotFittedError(f"{name} has not been fitted: nothing to merge")
+        self._check_mergeable(other)
+        merged = copy.copy(self)
+        merged.restored_stats_ = self.restored_stats_ + other.restored_stats_
+        merged.natural_stats_ = self.natural_stats_ + other.natural_stats_
+        merged.n_images_restored_ = self.n_images_restored_ + other.n_images_restored_
+        merged.n_images_natural_ = self.n_images_natural_ + other.n_images_natural_
+        merged._fit_transport()
+        return merged
+
+    def __add__(self, other):
+        if not isinstance(other, LatentOTTransformer):
+            return NotImplemented
+        return self.merge(other)
+
+    def _check_mergeable(self, other: LatentOTTransformer) -> None:
+        mine = (_describe_vae(self.vae), self.patch_size, self.latent_channels_, self.factor_)
+        theirs = (_describe_vae(other.vae), other.patch_size, other.latent_channels_, other.factor_)
+        if mine != theirs:
+            raise IncompatibleAutoencoderError(
+                "cannot merge operators fitted differently: (vae, patch_size, latent "
+                f"channels, factor) are {mine} and {theirs}"
+            )
 
     # -- the autoencoder -----------------------------------------------------------------------
 
@@ -855,8 +945,9 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"fold_window must be 'uniform' or 'gaussian', got {self.fold_window!r}"
             )
-        if not isinstance(self.sample_latent, bool):
-            raise TypeError(f"sample_latent must be a bool, got {self.sample_latent!r}")
+        for name in ("sample_latent", "verbose"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     def __getstate__(self) -> dict:
         # The loaded autoencoder is re-created from `vae` after loading; statistics go to the

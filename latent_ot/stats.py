@@ -73,6 +73,26 @@ class GaussianStats:
         stats = cls(samples.shape[1], device=samples.device if device is None else device)
         return stats.update(samples)
 
+    @classmethod
+    def from_state(cls, count: int, mean: Tensor, scatter: Tensor) -> GaussianStats:
+        """Statistics from their state: a count, a mean and a centred scatter matrix.
+
+        The inverse of reading ``(stats.count, stats.mean, stats.scatter)``: used to ship
+        statistics between processes and files.
+        """
+        mean = torch.as_tensor(mean, dtype=torch.float64)
+        scatter = torch.as_tensor(scatter, dtype=torch.float64, device=mean.device)
+        if mean.ndim != 1 or scatter.shape != (mean.shape[0], mean.shape[0]):
+            raise ValueError(
+                f"mean must be (d,) and scatter (d, d), got {tuple(mean.shape)} and "
+                f"{tuple(scatter.shape)}"
+            )
+        if isinstance(count, bool) or int(count) != count or count < 0:
+            raise ValueError(f"count must be a non-negative integer, got {count!r}")
+        stats = cls(mean.shape[0], device=mean.device)
+        stats.count, stats.mean, stats.scatter = int(count), mean.clone(), scatter.clone()
+        return stats
+
     @property
     def device(self) -> torch.device:
         """The device of the state tensors."""
