@@ -348,6 +348,10 @@ def fit_gaussian_map(
     :func:`is_singular`; ``stochastic="never"`` or ``"always"`` force one of the two. Forcing
     the deterministic map on a singular source raises ``ValueError``.
 
+    Equal source and target (bit for bit) give exactly the identity, deterministic whatever
+    ``stochastic`` says: the closed forms would return it only up to round-off, which grows
+    with the condition number of the covariance.
+
     Examples
     --------
     >>> ot_map = fit_gaussian_map(torch.zeros(2), torch.eye(2), torch.ones(2), 4 * torch.eye(2))
@@ -356,6 +360,9 @@ def fit_gaussian_map(
     """
     if stochastic not in ("auto", "never", "always"):
         raise ValueError(f"stochastic must be 'auto', 'never' or 'always', got {stochastic!r}")
+    if torch.equal(mean_source, mean_target) and torch.equal(cov_source, cov_target):
+        identity = torch.eye(cov_source.shape[-1], dtype=torch.float64, device=cov_source.device)
+        return GaussianMap(mean_source, mean_target, identity, None)
     singular = is_singular(cov_source, rtol)
     if stochastic == "never" and singular:
         raise ValueError(

@@ -190,3 +190,19 @@ def test_gaussian_map_applies_the_affine_formula_and_requires_noise_when_stochas
     torch.testing.assert_close(ot_map(samples, noise), expected)
     with pytest.raises(ValueError, match="noise"):
         ot_map(samples)
+
+
+def test_equal_gaussians_give_exactly_the_identity_even_when_ill_conditioned():
+    eigvals = torch.logspace(0, -12, 8, dtype=torch.float64)
+    basis, _ = torch.linalg.qr(
+        torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    )
+    cov = (basis * eigvals) @ basis.T
+    mean = torch.arange(8.0, dtype=torch.float64)
+    for mode in ("auto", "always"):
+        ot_map = fit_gaussian_map(mean, cov, mean.clone(), cov.clone(), stochastic=mode)
+        assert torch.equal(ot_map.matrix, torch.eye(8, dtype=torch.float64))
+        assert not ot_map.stochastic
+    zeros = torch.zeros(3, 3, dtype=torch.float64)
+    constant = fit_gaussian_map(torch.ones(3), zeros, torch.ones(3), zeros)
+    assert torch.equal(constant(torch.ones(2, 3)), torch.ones(2, 3, dtype=torch.float64))
