@@ -27,6 +27,7 @@ from .exceptions import IncompatibleAutoencoderError
 from .gaussian import GaussianMap, fit_gaussian_map, w2_distance
 from .io import ImageItem, ImageSource, crop_to, pad_to_multiple
 from .patches import gaussian_window, iter_patch_chunks, patch_dim, transport_patches
+from .serialization import read_operator, write_operator
 from .stats import GaussianStats
 
 __all__ = ["GaussianOTTransformer", "LatentOTTransformer"]
@@ -96,6 +97,35 @@ def _make_generator(random_state: Any, device: torch.device | str = "cpu") -> to
 def _blend(transported: torch.Tensor, original: torch.Tensor, alpha: float) -> torch.Tensor:
     """Perception-distortion interpolation ``(1 - alpha) * transported + alpha * original``."""
     return torch.lerp(transported, original.to(transported.dtype), alpha)
+
+
+def _stats_tensors(name: str, stats: GaussianStats) -> dict[str, torch.Tensor]:
+    return {f"{name}.mean": stats.mean, f"{name}.scatter": stats.scatter}
+
+
+def _stats_from(tensors: dict, name: str, count: int) -> GaussianStats:
+    return GaussianStats.from_state(count, tensors[f"{name}.mean"], tensors[f"{name}.scatter"])
+
+
+def _json_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON values for an operator file; refuses what a file cannot hold."""
+    plain = {}
+    for name, value in params.items():
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        elif isinstance(value, torch.device):
+            value = str(value)
+        elif isinstance(value, np.integer):
+            value = int(value)
+        if value is not None and not isinstance(value, bool | int | float | str):
+            raise TypeError(
+                f"{name}: a {type(value).__name__} cannot be written to an operator file; use a "
+                "name, a path or a number (an instance needs joblib, which pickles it)"
+            )
+        plain[name] = value
+    return plain
 
 
 class GaussianOTTransformer(TransformerMixin, BaseEstimator):
@@ -309,19 +339,24 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         mean_s, cov_s = source.mean, source.covariance
         if target is None:
             identity = torch.eye(source.n_features, dtype=torch.float64, device=source.device)
-            ot_map = GaussianMap(mean_s, mean_s, identity, None)
-            mean_t, cov_t, w2 = mean_s, cov_s, 0.0
+            ot_map, w2 = GaussianMap(mean_s, mean_s, identity, None), 0.0
         else:
             mean_t, cov_t = target.mean, target.covariance
             ot_map = fit_gaussian_map(
                 mean_s, cov_s, mean_t, cov_t, stochastic=self.stochastic, rtol=self.rtol
             )
             w2 = float(w2_distance(mean_s, cov_s, mean_t, cov_t))
+        self._set_map(ot_map, w2)
+
+    def _set_map(self, ot_map: GaussianMap, w2: float) -> None:
+        """Install a map and derive the public fitted attributes from it and the statistics."""
+        source, target = self.source_stats_, self.target_stats_ or self.source_stats_
         self._gaussian_map = ot_map
-        self.mean_source_ = mean_s.cpu().numpy()
-        self.cov_source_ = cov_s.cpu().numpy()
-        self.mean_target_ = mean_t.cpu().numpy()
-        self.cov_target_ = cov_t.cpu().numpy()
+        self._map_cache = {}
+        self.mean_source_ = source.mean.cpu().numpy()
+        self.cov_source_ = source.covariance.cpu().numpy()
+        self.mean_target_ = target.mean.cpu().numpy()
+        self.cov_target_ = target.covariance.cpu().numpy()
         self.transport_matrix_ = ot_map.matrix.cpu().numpy()
         self.noise_cov_ = None
         if ot_map.noise_factor is not None:
@@ -399,6 +434,75 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         new = copy.deepcopy(self)
         new.alpha = alpha
         return new
+
+    # -- files -------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted transformer to a safe operator file (see :meth:`load`).
+
+        The file holds tensors (safetensors) and JSON metadata, never code, with checksums;
+        the write is atomic. ``random_state`` must be None or an int.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> X = np.random.default_rng(0).normal(size=(50, 2))
+        >>> ot = GaussianOTTransformer(random_state=0).fit(X, target=3 * X)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "ot.safetensors"
+        >>> ot.save(path)
+        >>> bool(np.array_equal(GaussianOTTransformer.load(path).transform(X), ot.transform(X)))
+        True
+        """
+        check_is_fitted(self)
+        tensors, metadata = self._file_state()
+        metadata["kind"] = type(self).__name__
+        metadata["params"] = _json_params(self.get_params())
+        write_operator(path, tensors, metadata)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GaussianOTTransformer:
+        """Read a transformer written by :meth:`save`; nothing in the file is executed.
+
+        Raises
+        ------
+        OperatorFileError
+            If the file is not a latent-ot operator of this class, is truncated, was
+            tampered with (checksums), or was written by a newer format version.
+        """
+        tensors, metadata = read_operator(path, expected_kind=cls.__name__)
+        estimator = cls(**metadata["params"])
+        estimator._restore_file_state(tensors, metadata)
+        return estimator
+
+    def _file_state(self, prefix: str = "") -> tuple[dict, dict]:
+        tensors = _stats_tensors(f"{prefix}source", self.source_stats_)
+        counts = {"source": self.source_stats_.count}
+        if self.target_stats_ is not None:
+            tensors |= _stats_tensors(f"{prefix}target", self.target_stats_)
+            counts["target"] = self.target_stats_.count
+        ot_map = self._gaussian_map
+        tensors[f"{prefix}map.mean_source"] = ot_map.mean_source
+        tensors[f"{prefix}map.mean_target"] = ot_map.mean_target
+        tensors[f"{prefix}map.matrix"] = ot_map.matrix
+        if ot_map.noise_factor is not None:
+            tensors[f"{prefix}map.noise_factor"] = ot_map.noise_factor
+        metadata = {"counts": counts, "n_features_in": self.n_features_in_, "w2": self.w2_}
+        return tensors, metadata
+
+    def _restore_file_state(self, tensors: dict, metadata: dict, prefix: str = "") -> None:
+        counts = metadata["counts"]
+        self.n_features_in_ = metadata["n_features_in"]
+        self.source_stats_ = _stats_from(tensors, f"{prefix}source", counts["source"])
+        self.target_stats_ = None
+        if "target" in counts:
+            self.target_stats_ = _stats_from(tensors, f"{prefix}target", counts["target"])
+        ot_map = GaussianMap(
+            tensors[f"{prefix}map.mean_source"],
+            tensors[f"{prefix}map.mean_target"],
+            tensors[f"{prefix}map.matrix"],
+            tensors.get(f"{prefix}map.noise_factor"),
+        )
+        self._set_map(ot_map, metadata["w2"])
 
     def __getstate__(self) -> dict:
         # Pickles load anywhere: state goes to the CPU, the per-device cache is rebuilt.
@@ -948,6 +1052,73 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         for name in ("sample_latent", "verbose"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    # -- files -------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted operator to a safe file: statistics, map and parameters, no code.
+
+        Tensors are stored with safetensors and parameters (including how to re-create the
+        autoencoder: its preset name, hub id or directory, never its weights) as JSON, with
+        checksums; the write is atomic, so an interrupted save leaves any previous file at
+        ``path`` intact. Prefer this to ``joblib.dump`` for files you share: loading a
+        pickle runs code from the file.
+
+        Raises
+        ------
+        TypeError
+            If ``vae`` is an instance (a file stores how to load an autoencoder, not its
+            weights: use joblib then) or ``random_state`` is a RandomState.
+        """
+        check_is_fitted(self)
+        tensors = _stats_tensors("restored", self.restored_stats_)
+        tensors |= _stats_tensors("natural", self.natural_stats_)
+        transport_tensors, transport_metadata = self.gaussian_ot_._file_state("transport.")
+        metadata = {
+            "kind": type(self).__name__,
+            "params": _json_params(self.get_params()),
+            "counts": {
+                "restored": self.restored_stats_.count,
+                "natural": self.natural_stats_.count,
+                "restored_images": self.n_images_restored_,
+                "natural_images": self.n_images_natural_,
+            },
+            "latent_channels": self.latent_channels_,
+            "factor": self.factor_,
+            "patch_dim": self.patch_dim_,
+            "transport": transport_metadata,
+        }
+        write_operator(path, tensors | transport_tensors, metadata)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LatentOTTransformer:
+        """Read an operator written by :meth:`save`; nothing in the file is executed.
+
+        The autoencoder is loaded on first use from the stored ``vae`` (preset, hub id or
+        directory), as in ``fit``.
+
+        Raises
+        ------
+        OperatorFileError
+            If the file is not a latent-ot operator, is truncated, was tampered with
+            (checksums), or was written by a newer format version.
+        """
+        tensors, metadata = read_operator(path, expected_kind=cls.__name__)
+        operator = cls(**metadata["params"])
+        counts = metadata["counts"]
+        operator.latent_channels_ = metadata["latent_channels"]
+        operator.factor_ = metadata["factor"]
+        operator.patch_dim_ = metadata["patch_dim"]
+        operator.restored_stats_ = _stats_from(tensors, "restored", counts["restored"])
+        operator.natural_stats_ = _stats_from(tensors, "natural", counts["natural"])
+        operator.n_images_restored_ = counts["restored_images"]
+        operator.n_images_natural_ = counts["natural_images"]
+        operator.gaussian_ot_ = GaussianOTTransformer(
+            stochastic=operator.stochastic, rtol=operator.rtol, random_state=operator.random_state
+        )
+        operator.gaussian_ot_._restore_file_state(tensors, metadata["transport"], "transport.")
+        operator.w2_ = operator.gaussian_ot_.w2_
+        return operator
 
     def __getstate__(self) -> dict:
         # The loaded autoencoder is re-created from `vae` after loading; statistics go to the

@@ -1,6 +1,10 @@
-"""Exceptions raised by latent-ot, beyond the builtin ``ValueError`` and ``TypeError``.
+"""Exceptions raised by latent-ot.
 
-Every class here derives from a builtin exception, so ``except ValueError`` keeps working.
+The public API raises ``ValueError`` (bad values: shapes, ranges, NaN, empty sets, files that
+are not images or operators), ``TypeError`` (objects of the wrong kind), ``FileNotFoundError``
+(missing files), :class:`NotFittedError` (use before ``fit``) and the classes below, each
+with a message that names the argument at fault. Every class here derives from a builtin
+exception, so ``except ValueError`` keeps working.
 """
 
 from sklearn.exceptions import NotFittedError
@@ -10,6 +14,7 @@ __all__ = [
     "ImageReadError",
     "IncompatibleAutoencoderError",
     "NotFittedError",
+    "OperatorFileError",
 ]
 
 
@@ -23,3 +28,7 @@ class AutoencoderNotFoundError(OSError):
 
 class IncompatibleAutoencoderError(ValueError):
     """A fitted operator is used with an autoencoder whose latents do not match the fit."""
+
+
+class OperatorFileError(ValueError):
+    """A file is not a readable latent-ot operator: foreign, truncated, tampered or too new."""

@@ -264,6 +264,8 @@ def w2_distance(
     """
     mean_source, mean_target = mean_source.to(torch.float64), mean_target.to(torch.float64)
     cov_source, cov_target = cov_source.to(torch.float64), cov_target.to(torch.float64)
+    if torch.equal(mean_source, mean_target) and torch.equal(cov_source, cov_target):
+        return mean_source.new_zeros(())  # exactly, not up to the round-off of the square roots
     sqrt_t = psd_sqrt(cov_target)
     cross_eigvals = torch.linalg.eigvalsh(_symmetrize(sqrt_t @ cov_source @ sqrt_t))
     trace_term = (

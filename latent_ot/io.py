@@ -310,23 +310,25 @@ class ImageSource:
             self._count = len(images)
 
     def _inspect_path(self, path: Path) -> None:
+        if not str(self._images):
+            raise ValueError(f"{self.name} is an empty string; expected {_ACCEPTED_ARGUMENTS}")
         if path.is_dir():
-            self._files = _image_files_in(path)
+            self._files = _image_files_in(path, self.name)
         elif path.exists():
             self._is_single = True
         else:
-            raise _file_not_found(path)
+            raise _file_not_found(path, self.name)
 
     def _named_elements(self) -> Iterator[tuple[str, Any]]:
         images = self._images
         if self._is_single:
-            yield self.name, images
+            yield _file_label(self.name, images), images
         elif self._is_batch:
             for index in range(len(images)):
                 yield f"{self.name}[{index}]", images[index]
         elif self._files is not None:
-            for path in self._files:
-                yield str(path), path
+            for index, path in enumerate(self._files):
+                yield _file_label(f"{self.name}[{index}]", path), path
         else:
             if iter(images) is images:
                 if self._iterated:
@@ -336,7 +338,7 @@ class ImageSource:
                     )
                 self._iterated = True
             for index, element in enumerate(images):
-                yield f"{self.name}[{index}]", element
+                yield _file_label(f"{self.name}[{index}]", element), element
 
 
 def pad_to_multiple(batch: torch.Tensor, factor: int, *, name: str = "images") -> torch.Tensor:
@@ -429,8 +431,7 @@ def _read_item(element: Any, name: str) -> ImageItem:
     if isinstance(element, torch.Tensor):
         return _item_from_tensor(element, name)
     if isinstance(element, (str, os.PathLike)):
-        path = Path(element)
-        return _item_from_pil(_read_image_file(path), str(path))
+        return _item_from_pil(_read_image_file(Path(element), name), name)
     raise TypeError(f"{name} is of type {_describe(element)}; expected {_ACCEPTED_IMAGES}")
 
 
@@ -504,13 +505,20 @@ def _has_alpha(image: Image.Image) -> bool:
     )
 
 
-def _read_image_file(path: Path) -> Image.Image:
+def _file_label(name: str, element: Any) -> str:
+    """``images[2] (photo.png)``: the argument and, for a file, its path."""
+    if isinstance(element, (str, os.PathLike)):
+        return f"{name} ({os.fspath(element)})"
+    return name
+
+
+def _read_image_file(path: Path, name: str) -> Image.Image:
     if path.is_dir():
         raise ImageReadError(
-            f"{path} is a directory; a directory is accepted only as the whole argument"
+            f"{name} is a directory; a directory is accepted only as the whole argument"
         )
     if not path.exists():
-        raise _file_not_found(path)
+        raise _file_not_found(path, name)
     try:
         with warnings.catch_warnings():
             # PIL only warns below twice its limit; refuse those files as well.
@@ -520,15 +528,15 @@ def _read_image_file(path: Path) -> Image.Image:
                 return opened.copy()  # survives closing the file, which multi-frame formats need
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(
-            f"{path} has more pixels than PIL.Image.MAX_IMAGE_PIXELS "
+            f"{name} has more pixels than PIL.Image.MAX_IMAGE_PIXELS "
             f"({Image.MAX_IMAGE_PIXELS}), PIL's guard against decompression bombs; if you trust "
             "this file, raise PIL.Image.MAX_IMAGE_PIXELS"
         ) from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageReadError(f"{path} could not be read as an image: {err}") from err
+        raise ImageReadError(f"{name} could not be read as an image: {err}") from err
 
 
-def _image_files_in(directory: Path) -> list[Path]:
+def _image_files_in(directory: Path, name: str) -> list[Path]:
     files = sorted(
         (
             path
@@ -541,12 +549,14 @@ def _image_files_in(directory: Path) -> list[Path]:
     )
     if not files:
         extensions = ", ".join(sorted(extension[1:] for extension in IMAGE_EXTENSIONS))
-        raise ValueError(f"{directory} contains no image files (by extension: {extensions})")
+        raise ValueError(
+            f"{name}: {directory} contains no image files (by extension: {extensions})"
+        )
     return files
 
 
-def _file_not_found(path: Path) -> FileNotFoundError:
-    return FileNotFoundError(errno.ENOENT, "no such image file or directory", str(path))
+def _file_not_found(path: Path, name: str) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, f"{name}: no such image file or directory", str(path))
 
 
 # Checks shared by reading and writing.

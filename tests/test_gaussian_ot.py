@@ -278,3 +278,20 @@ def test_transform_before_fit_and_with_wrong_width():
         fitted.transform(np.ones((2, 3)))
     with pytest.raises(ValueError, match="partial_fit needs X, target or both"):
         GaussianOTTransformer().partial_fit()
+
+
+def test_save_and_load_a_safe_file_round_trip_bitwise(tmp_path):
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(300, 1)) @ np.ones((1, 3))  # singular: the stochastic map is saved too
+    fitted = GaussianOTTransformer(alpha=0.25, random_state=5).fit(
+        X, target=rng.normal(size=(200, 3))
+    )
+    fitted.save(tmp_path / "ot.safetensors")
+    loaded = GaussianOTTransformer.load(tmp_path / "ot.safetensors")
+    assert loaded.get_params() == fitted.get_params()
+    assert np.array_equal(loaded.transform(X), fitted.transform(X))
+    assert np.array_equal(loaded.noise_cov_, fitted.noise_cov_) and loaded.w2_ == fitted.w2_
+    with pytest.raises(TypeError, match="random_state"):
+        fitted.set_params(random_state=np.random.RandomState(0)).save(
+            tmp_path / "other.safetensors"
+        )

@@ -306,7 +306,7 @@ def test_png_path_gives_a_pil_image_with_the_file_pixels(tmp_path, as_str):
     array = random_array((6, 8, 3), np.uint8)
     path = write_image(tmp_path / "photo.png", array)
     item = only_item(str(path) if as_str else path)
-    assert item.name == str(path)
+    assert item.name == f"images ({path})"
     output = item.to_output(item.pixels)
     assert isinstance(output, Image.Image) and output.mode == "RGB"
     np.testing.assert_array_equal(pil_pixels(output), array)
@@ -346,7 +346,10 @@ def test_directory_gives_its_image_files_sorted_by_name(tmp_path):
     (tmp_path / "folder.png").mkdir()
     source = ImageSource(tmp_path)
     items = list(source)
-    assert [item.name for item in items] == [str(tmp_path / "a.JPG"), str(tmp_path / "b.png")]
+    assert [item.name for item in items] == [
+        f"images[0] ({tmp_path / 'a.JPG'})",
+        f"images[1] ({tmp_path / 'b.png'})",
+    ]
     outputs = source.collect([item.to_output(item.pixels) for item in items])
     assert isinstance(outputs, list)
     assert [output.size for output in outputs] == [(6, 5), (4, 4)]
@@ -386,7 +389,7 @@ def test_list_of_mixed_kinds_and_sizes_gives_each_kind_back(tmp_path):
         (3, 7, 3),
     ]
     assert [item.name for item in items][:3] == ["images[0]", "images[1]", "images[2]"]
-    assert items[3].name == str(path)
+    assert items[3].name == f"images[3] ({path})"
     outputs = source.collect([item.to_output(item.pixels) for item in items])
     assert [type(output) for output in outputs] == [
         Image.Image,
@@ -562,7 +565,7 @@ def test_file_that_is_not_an_image_names_the_path_and_the_reason(tmp_path):
     path = tmp_path / "fake.png"
     path.write_text("just text")
     with pytest.raises(
-        ImageReadError, match=r"fake\.png could not be read .*cannot identify"
+        ImageReadError, match=r"images \(.*fake\.png\) could not be read .*cannot identify"
     ) as info:
         list(ImageSource(path))
     assert info.value.__cause__ is not None
@@ -584,7 +587,7 @@ def test_decompression_bombs_are_refused_with_the_limit_named(tmp_path, monkeypa
     side = int(pixel_count**0.5)
     path = write_image(tmp_path / "bomb.png", np.zeros((side, side), np.uint8))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    with pytest.raises(ImageReadError, match=r"bomb\.png has more pixels than .*MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageReadError, match=r"bomb\.png\) has more pixels than .*MAX_IMAGE_PIXELS"):
         list(ImageSource(path))
 
 

@@ -16,7 +16,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
 from latent_ot.autoencoders import MODELS_DIR_ENV, load_autoencoder
-from latent_ot.exceptions import ImageReadError, IncompatibleAutoencoderError
+from latent_ot.exceptions import ImageReadError, IncompatibleAutoencoderError, OperatorFileError
 from latent_ot.gaussian import w2_distance
 from latent_ot.io import pad_to_multiple
 from latent_ot.patches import extract_patches, fold_patches, iter_patch_chunks
@@ -367,3 +367,18 @@ def test_a_fitted_operator_refuses_another_autoencoder(pixel_fit, tiny_models_di
     dot.set_params(vae="pixel", patch_size=5)
     with pytest.raises(IncompatibleAutoencoderError, match="patch_size"):
         dot.transform(restored[0])
+
+
+def test_save_and_load_a_safe_operator_file(hub_id_fit, tmp_path, tiny_kl_model):
+    image = random_images(16, [(37, 53)])[0]
+    hub_id_fit.save(tmp_path / "dot.safetensors")
+    loaded = LatentOTTransformer.load(tmp_path / "dot.safetensors")
+    assert loaded.get_params() == hub_id_fit.get_params()
+    assert np.array_equal(loaded.transform(image), hub_id_fit.transform(image))
+    assert loaded.restored_stats_ == hub_id_fit.restored_stats_
+    assert loaded.n_images_natural_ == hub_id_fit.n_images_natural_
+    with pytest.raises(OperatorFileError, match="GaussianOTTransformer"):
+        GaussianOTTransformer.load(tmp_path / "dot.safetensors")
+    by_instance = LatentOTTransformer(vae=tiny_kl_model).fit([image], [image])
+    with pytest.raises(TypeError, match=r"vae: a AutoencoderKL.*joblib"):
+        by_instance.save(tmp_path / "instance.safetensors")
