@@ -22,10 +22,11 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from .autoencoders import load_autoencoder
+from .devices import resolve_device
 from .distributed import gather_stats, sum_counts, synchronizing
 from .exceptions import IncompatibleAutoencoderError
 from .gaussian import GaussianMap, fit_gaussian_map, w2_distance
-from .io import ImageItem, ImageSource, crop_to, pad_to_multiple
+from .io import ImageItem, ImageSource, batch_name, batches_by_size, crop_to, pad_to_multiple
 from .patches import gaussian_window, iter_patch_chunks, patch_dim, transport_patches
 from .serialization import read_operator, write_operator
 from .stats import GaussianStats
@@ -519,50 +520,10 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
 # -- images ---------------------------------------------------------------------------------------
 
 
-def _resolve_device(device: Any) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
-        raise TypeError(f"device must be 'auto', a device string or torch.device, got {device!r}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(
-            f"device: {device!r} is not a torch device ('cpu', 'cuda:0', ...)"
-        ) from err
-
-
 def _check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _batches_by_size(
-    items: Iterable[ImageItem], batch_size: int
-) -> Iterator[list[tuple[int, ImageItem]]]:
-    """Group ``(index, item)`` pairs of equal size and device into batches of ``batch_size``.
-
-    At most ``2 * batch_size`` images wait for companions of their size: when more do, the
-    largest group leaves early, so memory stays bounded on folders of all-different sizes.
-    """
-    pending: dict[tuple, list[tuple[int, ImageItem]]] = {}
-    waiting = 0
-    for index, item in enumerate(items):
-        key = (tuple(item.pixels.shape), str(item.pixels.device))
-        group = pending.setdefault(key, [])
-        group.append((index, item))
-        waiting += 1
-        if len(group) == batch_size:
-            waiting -= len(group)
-            yield pending.pop(key)
-        elif waiting > 2 * batch_size:
-            largest = max(pending, key=lambda k: len(pending[k]))
-            waiting -= len(pending[largest])
-            yield pending.pop(largest)
-    yield from pending.values()
 
 
 def _describe_vae(vae: Any) -> str:
@@ -571,9 +532,14 @@ def _describe_vae(vae: Any) -> str:
     return f"{type(vae).__name__} instance at {id(vae):#x}"
 
 
-def _batch_name(group: list[tuple[int, ImageItem]]) -> str:
-    first = group[0][1].name
-    return first if len(group) == 1 else f"{first} (and {len(group) - 1} more of that size)"
+def _indexed_batches(source: Iterable[ImageItem], batch_size: int, verbose: bool, desc: str):
+    """``(index, item)`` batches of equal-size images, with a progress bar when verbose."""
+    progress = tqdm(source, desc=desc, unit="img", disable=not verbose)
+    return batches_by_size(enumerate(progress), batch_size, pixels=lambda entry: entry[1].pixels)
+
+
+def _group_name(group: list[tuple[int, ImageItem]]) -> str:
+    return batch_name([item.name for _, item in group])
 
 
 class LatentOTTransformer(TransformerMixin, BaseEstimator):
@@ -754,7 +720,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         return self
 
     def _start_fit(self, autoencoder) -> None:
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         self.latent_channels_ = autoencoder.latent_channels
         self.factor_ = autoencoder.factor
         self.patch_dim_ = patch_dim(self.latent_channels_, self.patch_size)
@@ -765,7 +731,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
 
     def _accumulate(self, name: str, images, autoencoder) -> None:
         """Merge the patches of ``images`` into the ``name`` side, one batch at a time."""
-        stats = getattr(self, f"{name}_stats_").to(_resolve_device(self.device))
+        stats = getattr(self, f"{name}_stats_").to(resolve_device(self.device))
         count = 0
         for batch_stats, n_images in self._batch_stats(name, images, autoencoder):
             stats.merge(batch_stats)
@@ -776,7 +742,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
 
     def _accumulate_across_ranks(self, sides: dict, autoencoder) -> None:
         """Accumulate this rank's share of the call, then merge every rank's, in rank order."""
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         local = {name: GaussianStats(self.patch_dim_, device=device) for name in sides}
         counts = dict.fromkeys(sides, 0)
         for name, images in sides.items():
@@ -795,9 +761,8 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         """Statistics of the patches of each batch of ``images``, with the batch's size."""
         generator = self._latent_generator(autoencoder)
         source = ImageSource(images, name=name)
-        progress = tqdm(source, desc=f"encoding {name}", unit="img", disable=not self.verbose)
-        device = _resolve_device(self.device)
-        for group in _batches_by_size(progress, self.batch_size):
+        device = resolve_device(self.device)
+        for group in _indexed_batches(source, self.batch_size, self.verbose, f"encoding {name}"):
             latents = self._encode(group, autoencoder, generator)
             self._check_latent_fits_patch(latents, group)
             batch_stats = GaussianStats(self.patch_dim_, device=device)
@@ -811,7 +776,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         if min(height, width) < self.patch_size:
             least = self.patch_size * self.factor_
             raise ValueError(
-                f"{_batch_name(group)}: its latent is {height} x {width}, smaller than "
+                f"{_group_name(group)}: its latent is {height} x {width}, smaller than "
                 f"patch_size={self.patch_size}; images must be at least {least} x {least} px "
                 f"for this autoencoder (factor {self.factor_}) and patch size"
             )
@@ -887,8 +852,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self._check_compatible(autoencoder)
         generator = _make_generator(self.random_state, autoencoder.device)
         latent_generator = self._latent_generator(autoencoder)
-        progress = tqdm(source, desc="transporting", unit="img", disable=not self.verbose)
-        for group in _batches_by_size(progress, self.batch_size):
+        for group in _indexed_batches(source, self.batch_size, self.verbose, "transporting"):
             originals = torch.stack([item.pixels for _, item in group]).to(autoencoder.device)
             transported = self._transport_pixels(group, autoencoder, generator, latent_generator)
             for alpha, per_alpha in zip(alphas, outputs, strict=True):
@@ -916,11 +880,11 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
 
     def _encode(self, group, autoencoder, generator) -> torch.Tensor:
         pixels = torch.stack([item.pixels for _, item in group]).to(autoencoder.device)
-        padded = pad_to_multiple(pixels, autoencoder.factor, name=_batch_name(group))
+        padded = pad_to_multiple(pixels, autoencoder.factor, name=_group_name(group))
         latents = autoencoder.encode(padded, generator)
         if not bool(torch.isfinite(latents).all()):
             raise ValueError(
-                f"{_batch_name(group)}: the autoencoder {autoencoder.name} returned NaN or "
+                f"{_group_name(group)}: the autoencoder {autoencoder.name} returned NaN or "
                 f"infinite latents (dtype {autoencoder.dtype}); try dtype=torch.float32"
             )
         return latents
@@ -999,7 +963,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         """The loaded autoencoder, (re)loaded when ``vae``, ``device`` or ``dtype`` changed."""
         key = (
             self.vae if isinstance(self.vae, str | os.PathLike) else id(self.vae),
-            str(_resolve_device(self.device)),
+            str(resolve_device(self.device)),
             str(self.dtype),
             self.sample_latent,
         )
@@ -1007,7 +971,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         if cached is None or cached[0] != key:
             autoencoder = load_autoencoder(
                 self.vae,
-                device=_resolve_device(self.device),
+                device=resolve_device(self.device),
                 dtype=self.dtype,
                 sample_latent=self.sample_latent,
             )
@@ -1044,7 +1008,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         _check_int(self.patch_size, "patch_size", 1)
         _check_int(self.batch_size, "batch_size", 1)
         _check_int(self.patch_chunk_size, "patch_chunk_size", 1)
-        _resolve_device(self.device)
+        resolve_device(self.device)
         if self.fold_window not in ("uniform", "gaussian"):
             raise ValueError(
                 f"fold_window must be 'uniform' or 'gaussian', got {self.fold_window!r}"

@@ -42,10 +42,10 @@ import errno
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -54,7 +54,16 @@ from PIL import Image
 
 from .exceptions import ImageReadError
 
-__all__ = ["ImageItem", "ImageSource", "crop_to", "pad_to_multiple"]
+__all__ = [
+    "ImageItem",
+    "ImageSource",
+    "batch_name",
+    "batches_by_size",
+    "crop_to",
+    "pad_to_multiple",
+]
+
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -339,6 +348,58 @@ class ImageSource:
                 self._iterated = True
             for index, element in enumerate(images):
                 yield _file_label(f"{self.name}[{index}]", element), element
+
+
+def batches_by_size(
+    entries: Iterable[T], batch_size: int, *, pixels: Callable[[T], torch.Tensor]
+) -> Iterator[list[T]]:
+    """Group entries whose images have equal size and device into batches of ``batch_size``.
+
+    Images of different sizes cannot be stacked; this groups them as they stream by. At most
+    ``2 * batch_size`` entries wait for companions of their size: when more do, the largest
+    group leaves early, so memory stays bounded on folders of all-different sizes.
+
+    Parameters
+    ----------
+    entries : iterable
+        Anything that carries an image, e.g. ``(index, ImageItem)`` pairs.
+    batch_size : int
+    pixels : callable
+        Gives the ``C x H x W`` tensor of an entry.
+
+    Examples
+    --------
+    >>> images = [torch.zeros(3, 4, 4), torch.zeros(3, 2, 2), torch.zeros(3, 4, 4)]
+    >>> [len(batch) for batch in batches_by_size(images, 2, pixels=lambda image: image)]
+    [2, 1]
+    """
+    pending: dict[tuple, list[T]] = {}
+    waiting = 0
+    for entry in entries:
+        image = pixels(entry)
+        key = (tuple(image.shape), str(image.device))
+        group = pending.setdefault(key, [])
+        group.append(entry)
+        waiting += 1
+        if len(group) == batch_size:
+            waiting -= len(group)
+            yield pending.pop(key)
+        elif waiting > 2 * batch_size:
+            largest = max(pending, key=lambda k: len(pending[k]))
+            waiting -= len(pending[largest])
+            yield pending.pop(largest)
+    yield from pending.values()
+
+
+def batch_name(names: Sequence[str]) -> str:
+    """How error messages call a batch: its first image's name, and how many more it holds.
+
+    Examples
+    --------
+    >>> batch_name(["images[0]", "images[3]"])
+    'images[0] (and 1 more of that size)'
+    """
+    return names[0] if len(names) == 1 else f"{names[0]} (and {len(names) - 1} more of that size)"
 
 
 def pad_to_multiple(batch: torch.Tensor, factor: int, *, name: str = "images") -> torch.Tensor:

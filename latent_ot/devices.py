@@ -1,0 +1,31 @@
+"""Where computations run: one rule for turning a ``device`` argument into a torch device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["resolve_device"]
+
+
+def resolve_device(device: Any, *, name: str = "device") -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU), a device string, or a ``torch.device``.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"{name} must be 'auto', a device string or a torch.device, got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{name}: {device!r} is not a torch device ('cpu', 'cuda:0', ...)"
+        ) from err
