@@ -1,0 +1,392 @@
+"""The ``latent-ot`` command: round trips on temporary folders, failures file by file, exit
+codes, one-line errors, the sweep's table and curve, and the offline demo."""
+
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from latent_ot import LatentOTTransformer
+from latent_ot.autoencoders import MODELS_DIR_ENV
+from latent_ot.cli import main, resolve_vae
+from latent_ot.metrics import evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def smooth_image(rng, height: int, width: int, contrast: float = 1.0) -> np.ndarray:
+    """A smooth-ish random RGB uint8 image."""
+    base = rng.random((height, width, 3))
+    smooth = (base + np.roll(base, 1, axis=0) + np.roll(base, 1, axis=1)) / 3
+    return np.round(np.clip(0.5 + contrast * (smooth - 0.5), 0, 1) * 255).astype(np.uint8)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """restored/ (PNG, JPEG and a grayscale PNG of different sizes), natural/ and clean/."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for folder in ("restored", "natural", "clean"):
+        (root / folder).mkdir()
+    for name, (height, width) in {"a.png": (40, 48), "b.jpg": (36, 44), "c.png": (32, 32)}.items():
+        clean = smooth_image(rng, height, width, contrast=1.5)
+        restored = np.round(128 + 0.5 * (clean.astype(float) - 128)).astype(np.uint8)
+        mode = "L" if name == "c.png" else "RGB"
+        Image.fromarray(clean).convert(mode).save(root / "clean" / f"{Path(name).stem}.png")
+        Image.fromarray(restored).convert(mode).save(root / "restored" / name, quality=95)
+    for index in range(3):
+        Image.fromarray(smooth_image(rng, 36, 36, 1.5)).save(root / "natural" / f"n{index}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def operator_file(data, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("operator") / "operator.safetensors"
+    args = ["fit", "--restored", str(data / "restored"), "--natural", str(data / "natural")]
+    assert main([*args, "-o", str(path), "--vae", "pixel", "--device", "cpu", "-q"]) == 0
+    return path
+
+
+def folder_of_six_with_two_broken(root: Path) -> Path:
+    folder = root / "mixed"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(4):
+        Image.fromarray(smooth_image(rng, 24, 24)).save(folder / f"good{index}.png")
+    (folder / "garbage.png").write_bytes(b"this is not an image")
+    jpeg = folder / "truncated.jpg"
+    Image.fromarray(smooth_image(rng, 24, 24)).save(jpeg)
+    jpeg.write_bytes(jpeg.read_bytes()[:40])
+    return folder
+
+
+# -- fit and transform ---------------------------------------------------------------------------
+
+
+def check_outputs_mirror_inputs(inputs: Path, outputs: Path) -> None:
+    assert sorted(p.name for p in outputs.iterdir()) == sorted(p.name for p in inputs.iterdir())
+    for source in inputs.iterdir():
+        with Image.open(source) as before, Image.open(outputs / source.name) as after:
+            assert (after.format, after.size, after.mode) == (
+                before.format,
+                before.size,
+                before.mode,
+            )
+
+
+def test_fit_then_transform_keeps_names_sizes_formats_and_moves_pixels(
+    data, operator_file, tmp_path, capsys
+):
+    operator = LatentOTTransformer.load(operator_file)
+    assert (operator.vae, operator.n_images_restored_, operator.n_images_natural_) == (
+        "pixel",
+        3,
+        3,
+    )
+    before = file_hashes(data / "restored")
+    out = tmp_path / "out"
+
+    args = ["transform", str(operator_file), str(data / "restored"), "-o", str(out)]
+    code = main([*args, "--alpha", "0.5", "--device", "cpu", "-q"])
+
+    assert code == 0
+    assert "3 image(s) written" in capsys.readouterr().out
+    check_outputs_mirror_inputs(data / "restored", out)
+    assert not np.array_equal(pixels(out / "a.png"), pixels(data / "restored" / "a.png"))
+    assert file_hashes(data / "restored") == before
+
+
+def test_alpha_1_gives_the_inputs_back(data, operator_file, tmp_path):
+    out = tmp_path / "out"
+    args = ["transform", str(operator_file), str(data / "restored" / "*.png"), "-o", str(out)]
+    assert main([*args, "--alpha", "1", "-q"]) == 0
+    for name in ("a.png", "c.png"):
+        np.testing.assert_array_equal(pixels(out / name), pixels(data / "restored" / name))
+
+
+def test_round_trip_through_a_diffusers_autoencoder_directory(data, tiny_models_dir, tmp_path):
+    operator_path = tmp_path / "kl.safetensors"
+    vae = str(tiny_models_dir / "sd-vae-ft-mse")
+    fit = ["fit", "--restored", str(data / "restored"), "--natural", str(data / "natural")]
+    assert main([*fit, "-o", str(operator_path), "--vae", vae, "--device", "cpu", "-q"]) == 0
+    assert LatentOTTransformer.load(operator_path).latent_channels_ == 4
+
+    out = tmp_path / "out"
+    args = ["transform", str(operator_path), str(data / "restored"), "-o", str(out), "-q"]
+    assert main([*args, "--alpha", "0.5", "--device", "cpu"]) == 0
+    check_outputs_mirror_inputs(data / "restored", out)
+
+
+def test_broken_files_are_reported_one_by_one_and_the_others_written(
+    operator_file, tmp_path, capsys
+):
+    folder = folder_of_six_with_two_broken(tmp_path)
+    before = file_hashes(folder)
+    out = tmp_path / "out"
+
+    code = main(["transform", str(operator_file), str(folder), "-o", str(out), "-q"])
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == [f"good{i}.png" for i in range(4)]
+    errors = [line for line in captured.err.splitlines() if line.startswith("latent-ot: error:")]
+    assert len(errors) == 2
+    for name, line in zip(("garbage.png", "truncated.jpg"), errors, strict=True):
+        assert str(folder / name) in line
+        assert len(line.split(f"{name}: ", 1)[1]) > 10  # a reason follows the name
+    assert "4 image(s) written" in captured.out and "2 failed" in captured.out
+    assert file_hashes(folder) == before
+
+
+def test_an_autoencoder_that_does_not_fit_the_operator_stops_the_run_once(
+    data, operator_file, tiny_models_dir, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    args = ["transform", str(operator_file), str(data / "restored"), "-o", str(out), "-q"]
+
+    code = main([*args, "--vae", str(tiny_models_dir / "sd-vae-ft-mse")])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and "channels" in err[0]  # once, not once per file
+    assert list(out.iterdir()) == []
+
+
+def test_output_folder_that_would_overwrite_inputs_is_refused(data, operator_file, capsys):
+    before = file_hashes(data / "restored")
+    folder = str(data / "restored")
+
+    code = main(["transform", str(operator_file), folder, "-o", folder, "-q"])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and "would overwrite an input" in err[0]
+    assert file_hashes(data / "restored") == before
+
+
+def test_skip_existing_leaves_existing_outputs_alone(data, operator_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.jpg").write_bytes(b"already here")
+    args = ["transform", str(operator_file), str(data / "restored"), "-o", str(out), "-q"]
+
+    assert main([*args, "--skip-existing"]) == 0
+
+    assert (out / "b.jpg").read_bytes() == b"already here"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg", "c.png"]
+    summary = capsys.readouterr().out
+    assert "2 image(s) written" in summary and "1 skipped" in summary
+
+
+@pytest.mark.parametrize("how", ["explicit", "auto"])
+def test_shard_processes_its_share_of_the_files(how, data, operator_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "out"
+    shard = "1/2" if how == "explicit" else "auto"
+    args = ["transform", str(operator_file), str(data / "restored"), "-o", str(out), "-q"]
+
+    assert main([*args, "--shard", shard]) == 0
+
+    # Files sorted by name: a.png, b.jpg, c.png; rank 1 of 2 takes the second.
+    assert [p.name for p in out.iterdir()] == ["b.jpg"]
+
+
+def test_shard_auto_without_torchrun_variables_is_a_usage_error(
+    data, operator_file, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = ["transform", str(operator_file), str(data / "restored"), "-o", str(tmp_path / "o")]
+    assert main([*args, "--shard", "auto"]) == 2
+    assert "RANK and WORLD_SIZE" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+# -- sweep and evaluate --------------------------------------------------------------------------
+
+
+def test_sweep_writes_images_table_and_curve_and_alpha_1_is_the_input(
+    data, operator_file, tmp_path, capsys
+):
+    out = tmp_path / "sweep"
+    metrics = ["psnr", "ssim", "latent_w2"]
+    args = ["sweep", str(operator_file), str(data / "restored"), "--reference", str(data / "clean")]
+    # A range starting with a minus sign, as the help shows it.
+    args += ["-o", str(out), "--alphas", "-0.5:1:0.5", "--metrics", ",".join(metrics), "-q"]
+
+    assert main(args) == 0
+
+    alphas = [-0.5, 0.0, 0.5, 1.0]
+    for alpha in alphas:
+        check_outputs_mirror_inputs(data / "restored", out / f"alpha_{alpha:g}")
+    with open(out / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [float(row["alpha"]) for row in rows] == alphas
+    assert list(rows[0]) == ["alpha", *metrics]
+    markdown = (out / "metrics.md").read_text()
+    assert markdown.startswith("| alpha |") and markdown in capsys.readouterr().out + "\n"
+    with Image.open(out / "curve.png") as curve:
+        assert curve.format == "PNG" and min(curve.size) > 200
+
+    # The curve's alpha = 1 point is the restored images' own metrics, computed directly.
+    restored = sorted((data / "restored").iterdir())
+    clean = [data / "clean" / f"{path.stem}.png" for path in restored]
+    direct = evaluate(restored, clean, metrics=metrics, autoencoder="pixel", patch_size=3)
+    for name in metrics:
+        assert float(rows[-1][name]) == pytest.approx(direct[name], rel=1e-12)
+    assert float(rows[1]["latent_w2"]) < float(rows[-1]["latent_w2"])  # alpha 0 is closer
+
+
+def test_evaluate_prints_the_table(data, tmp_path, capsys):
+    restored, clean = str(data / "restored"), str(data / "clean")
+    table = tmp_path / "table.csv"
+    args = ["evaluate", "--restored", restored, "--reference", clean, "--csv", str(table)]
+
+    assert main([*args, "--metrics", "psnr,ssim", "-q"]) == 0
+
+    out = capsys.readouterr().out
+    direct = evaluate(
+        sorted((data / "restored").iterdir()),
+        [data / "clean" / name for name in ("a.png", "b.png", "c.png")],
+        metrics=["psnr", "ssim"],
+    )
+    assert out.splitlines()[0].split() == ["|", "images", "|", "psnr", "|", "ssim", "|"]
+    assert f"{direct['psnr']:.2f}" in out and f"{direct['ssim']:.4f}" in out
+    with open(table, newline="") as file:
+        (row,) = csv.DictReader(file)
+    assert float(row["psnr"]) == pytest.approx(direct["psnr"], rel=1e-12)
+
+
+def test_references_are_matched_by_name(data, tmp_path, capsys):
+    (tmp_path / "x.png").write_bytes((data / "clean" / "a.png").read_bytes())
+    args = ["evaluate", "--restored", str(tmp_path / "x.png"), "--reference", str(data / "clean")]
+    assert main([*args, "--metrics", "psnr"]) == 1
+    assert "no reference image for x.png" in capsys.readouterr().err
+
+
+# -- the demo ------------------------------------------------------------------------------------
+
+DEMO_OUTPUTS = ("collage.png", "curve.png", "metrics.csv", "metrics.md", "operator.safetensors")
+
+
+def test_demo_offline_without_models_runs_in_pixel_space(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "demo"
+
+    code = main(["demo", "-o", str(out), "--images", "4", "--size", "64", "--alphas", "0,0.5"])
+
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "pixel-space variant" in captured.err and MODELS_DIR_ENV in captured.err
+    for name in DEMO_OUTPUTS:
+        assert (out / name).is_file()
+    assert LatentOTTransformer.load(out / "operator.safetensors").vae == "pixel"
+    assert sorted(p.name for p in (out / "transported").iterdir()) == ["chelsea.png", "rocket.png"]
+    with open(out / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [float(row["alpha"]) for row in rows] == [0.0, 0.5, 1.0]  # 1 added: the input
+    assert "psnr" in rows[0] and "| alpha |" in captured.out
+
+
+def test_demo_uses_taef2_from_the_models_directory(shared_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(MODELS_DIR_ENV, str(shared_dir / "weights"))
+    out = tmp_path / "demo"
+
+    code = main(["demo", "-o", str(out), "--images", "4", "--size", "64", "--alphas", "0,1"])
+
+    assert code == 0
+    assert "autoencoder: taef2" in capsys.readouterr().err
+    assert LatentOTTransformer.load(out / "operator.safetensors").vae == "taef2"
+
+
+def test_auto_prefers_the_paper_autoencoder_among_local_copies(tmp_path, monkeypatch):
+    for name in ("taef2", "sd-vae-ft-mse"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
+    assert resolve_vae("auto") == "sd-vae-ft-mse"
+    (tmp_path / "sd-vae-ft-mse").rmdir()
+    assert resolve_vae("auto") == "taef2"
+
+
+# -- help, usage and errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("demo", ["--images", "--size", "--vae", "--alphas", "--output"]),
+        ("fit", ["--restored", "--natural", "--output", "--vae", "--patch-size", "--device"]),
+        ("transform", ["--alpha", "--skip-existing", "--shard", "--output", "--batch-size"]),
+        ("sweep", ["--reference", "--alphas", "--metrics", "--output"]),
+        ("evaluate", ["--restored", "--reference", "--metrics", "--csv"]),
+    ],
+)
+def test_help_of_each_command(command, options, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in options:
+        assert option in out
+
+
+def test_top_level_help_lists_the_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "fit", "transform", "sweep", "evaluate"):
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["sweep", "op", "x", "--reference", "y", "-o", "z", "--alphas", "1:0:0.5"],
+        ["transform", "op", "x", "-o", "y", "--shard", "2/2"],
+        ["evaluate", "--restored", "x", "--reference", "y", "--metrics", "psnr,nope"],
+        ["demo", "--images", "2"],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_an_error_is_one_line_and_debug_raises_it(tmp_path, capsys):
+    args = ["transform", str(tmp_path / "missing.safetensors"), str(tmp_path), "-o", "out"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "missing.safetensors not found" in err and "Traceback" not in err
+
+    with pytest.raises(FileNotFoundError, match=r"missing\.safetensors"):
+        main([*args, "--debug"])
+
+
+def test_python_dash_m_runs_the_command(tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "latent_ot", "--debug", "transform", str(missing), ".", "-o", "o"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
+    assert not (tmp_path / "o").exists()
