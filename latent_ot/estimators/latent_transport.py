@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..autoencoders import load_autoencoder
 from ..devices import resolve_device
-from ..distributed import gather_stats, sum_counts, synchronizing
+from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
 from ..exceptions import IncompatibleAutoencoderError
 from ..io import ImageItem, ImageSource, batch_name, batches_by_size, crop_to, pad_to_multiple
 from ..patches import gaussian_window, iter_patch_chunks, patch_dim, transport_patches
@@ -256,10 +256,14 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         device = resolve_device(self.device)
         local = {name: GaussianStats(self.patch_dim_, device=device) for name in sides}
         counts = dict.fromkeys(sides, 0)
-        for name, images in sides.items():
-            for batch_stats, n_images in self._batch_stats(name, images or [], autoencoder):
-                local[name].merge(batch_stats)
-                counts[name] += n_images
+        try:
+            for name, images in sides.items():
+                for batch_stats, n_images in self._batch_stats(name, images or [], autoencoder):
+                    local[name].merge(batch_stats)
+                    counts[name] += n_images
+        except BaseException as error:
+            report_failure(error)  # the other ranks raise now instead of timing out
+            raise
         merged = gather_stats([local[name] for name in sides])
         totals = sum_counts([counts[name] for name in sides])
         for name, stats, total in zip(sides, merged, totals, strict=True):
