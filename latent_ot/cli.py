@@ -18,7 +18,6 @@ loading one never runs code.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import re
@@ -32,17 +31,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from . import __version__
 from .autoencoders import MODELS_DIR_ENV, PRESETS, load_autoencoder
+from .demo import DEMO_PHOTOS, degrade_and_restore, sample_photos
 from .estimators import LatentOTTransformer
 from .exceptions import AutoencoderNotFoundError, IncompatibleAutoencoderError
 from .folders import expand_inputs, save_image_atomically, shard, transform_files
 from .metrics import METRICS, evaluate
+from .reporting import (
+    PERCEPTION_AXES,
+    collage,
+    markdown_table,
+    plot_perception_distortion,
+    write_csv,
+    write_markdown,
+)
 
 __all__ = ["build_parser", "main", "resolve_vae"]
 
@@ -54,32 +61,6 @@ DEFAULT_ALPHAS = "0:1:0.25"
 _AUTO_VAE_ORDER = tuple(dict.fromkeys(("sd-vae-ft-mse", "taef2", "taesd", *PRESETS)))
 _HUB_DEFAULT = "sd-vae-ft-mse"
 
-# The curve's perception axis: the first of these the metrics table has. Patch FID first:
-# FID on a handful of images says little.
-_PERCEPTION_AXES = ("patch_fid", "fid", "kid", "latent_w2")
-_ALPHA = "\N{GREEK SMALL LETTER ALPHA}"
-_METRIC_LABELS = {
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "lpips": "LPIPS",
-    "fid": "FID",
-    "kid": "KID",
-    "is": "Inception score",
-    "patch_fid": "patch FID",
-    "latent_w2": "latent W2",
-}
-
-# Photos that scikit-image ships inside its package: no download, so the demo runs offline.
-_DEMO_PHOTOS = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "immunohistochemistry",
-    "motorcycle",
-    "hubble_deep_field",
-    "retina",
-)
 _MIN_DEMO_IMAGES = 4  # two to fit on, two to transform (FID-like metrics need two)
 
 
@@ -368,12 +349,11 @@ def _add_demo(commands) -> None:
     )
     parser.add_argument(
         "--images",
-        type=_int_in(_MIN_DEMO_IMAGES, len(_DEMO_PHOTOS)),
-        default=len(_DEMO_PHOTOS),
+        type=_int_in(_MIN_DEMO_IMAGES, len(DEMO_PHOTOS)),
+        default=len(DEMO_PHOTOS),
         metavar="N",
         help=(
-            f"sample photos to use, {_MIN_DEMO_IMAGES} to {len(_DEMO_PHOTOS)} "
-            "(default: %(default)s)"
+            f"sample photos to use, {_MIN_DEMO_IMAGES} to {len(DEMO_PHOTOS)} (default: %(default)s)"
         ),
     )
     parser.add_argument(
@@ -774,11 +754,11 @@ def _run_evaluate(args, console: _Console) -> int:
         console=console,
     )
     rows = [{"images": " ".join(args.restored), **metrics(images, references)}]
-    table = _markdown_table(rows)
+    table = markdown_table(rows)
     if args.csv is not None:
-        _write_csv(rows, args.csv)
+        write_csv(rows, args.csv)
     if args.markdown is not None:
-        args.markdown.write_text(table + "\n", encoding="utf-8")
+        write_markdown(rows, args.markdown)
     console.result(table)
     return 0
 
@@ -786,8 +766,13 @@ def _run_evaluate(args, console: _Console) -> int:
 def _run_demo(args, console: _Console) -> int:
     vae = resolve_vae(args.vae, console)
     alphas = sorted({*args.alphas, 0.0, 1.0})  # the curve's two ends, marked on the plot
-    clean = _demo_photos(args.images, args.size)
-    degraded, restored = _degrade_and_restore(clean, args.noise / 255, args.seed, console)
+    clean = sample_photos(args.images, args.size)
+    degraded, restored = degrade_and_restore(
+        clean,
+        args.noise / 255,
+        args.seed,
+        progress=lambda pairs: console.progress(pairs, desc="degrading and restoring", unit="img"),
+    )
     names = list(clean)
     fit_on, shown = names[: len(names) // 2], names[len(names) // 2 :]
     console.note(
@@ -811,7 +796,7 @@ def _run_demo(args, console: _Console) -> int:
         (output / folder).mkdir(exist_ok=True)
         for name, image in zip(shown, images, strict=True):
             save_image_atomically(Image.fromarray(image), output / folder / f"{name}.png")
-    save_image_atomically(_collage(rows_of_images, shown), output / "collage.png")
+    save_image_atomically(collage(rows_of_images, shown), output / "collage.png")
 
     metrics = _Metrics(
         args.metrics,
@@ -982,7 +967,7 @@ def _matching_references(images: list[Path], references: list[Path]) -> list[Pat
 
 
 # --------------------------------------------------------------------------------------------
-# Metrics, tables and plots
+# Metrics and the report of a sweep
 
 
 def _wants_latent_w2(names: list[str] | None) -> bool:
@@ -1059,62 +1044,6 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def _format_value(name: str, value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if name == "alpha":
-        return f"{value:g}"
-    if name == "psnr":
-        return f"{value:.2f}"
-    if name == "ssim":
-        return f"{value:.4f}"
-    return f"{value:.4g}"
-
-
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of ``rows`` (dicts with the same keys), numbers right-aligned.
-
-    Examples
-    --------
-    >>> print(_markdown_table([{"alpha": 0.5, "psnr": 30.123}]))
-    | alpha |  psnr |
-    |------:|------:|
-    |   0.5 | 30.12 |
-    """
-    columns = list(rows[0])
-    cells = [[_format_value(column, row[column]) for column in columns] for row in rows]
-    widths = [
-        max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)
-    ]
-    right = [not isinstance(rows[0][column], str) for column in columns]
-
-    def line(values: list[str]) -> str:
-        padded = (
-            value.rjust(width) if align else value.ljust(width)
-            for value, width, align in zip(values, widths, right, strict=True)
-        )
-        return "| " + " | ".join(padded) + " |"
-
-    ends = [":" if align else "-" for align in right]  # ":" aligns a column right
-    rule = "|" + "|".join("-" * (w + 1) + end for w, end in zip(widths, ends, strict=True)) + "|"
-    return "\n".join([line(columns), rule, *(line(values) for values in cells)])
-
-
-def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write ``rows`` as CSV, numbers at full precision."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(
-            {
-                key: value if isinstance(value, str) else repr(float(value))
-                for key, value in row.items()
-            }
-            for row in rows
-        )
-
-
 def _measure_and_report(alphas, outputs, reference, metrics, output: Path, console) -> None:
     """Measure a sweep's outputs, alpha by alpha; write the table (CSV, markdown) and the
     curve to ``output``; print the table and the paths."""
@@ -1123,137 +1052,13 @@ def _measure_and_report(alphas, outputs, reference, metrics, output: Path, conso
         {"alpha": alpha, **metrics(images, reference)}
         for alpha, images in zip(alphas, measuring, strict=True)
     ]
-    output.mkdir(parents=True, exist_ok=True)
-    table = _markdown_table(rows)
-    _write_csv(rows, output / "metrics.csv")
-    (output / "metrics.md").write_text(table + "\n", encoding="utf-8")
+    write_csv(rows, output / "metrics.csv")
+    table = write_markdown(rows, output / "metrics.md")
     console.result(table)
     console.result(f"table: {output / 'metrics.csv'}, {output / 'metrics.md'}")
-    curve = _plot_perception_distortion(rows)
+    curve = plot_perception_distortion(rows)
     if curve is None:
-        console.note("no curve: the table needs psnr and one of " + ", ".join(_PERCEPTION_AXES))
+        console.note("no curve: the table needs psnr and one of " + ", ".join(PERCEPTION_AXES))
     else:
         save_image_atomically(curve, output / "curve.png")
         console.result(f"curve: {output / 'curve.png'}")
-
-
-def _plot_perception_distortion(rows: list[dict[str, Any]]) -> Image.Image | None:
-    """The perception-distortion curve of a sweep's table, one labelled point per alpha.
-
-    x is the distortion (PSNR), y the first perception measure the table has (patch FID,
-    FID, KID, latent W2). The input (alpha = 1) and the transported images (alpha = 0) are
-    marked. Returns None when the table lacks PSNR or a perception measure.
-    """
-    perception = next((name for name in _PERCEPTION_AXES if name in rows[0]), None)
-    if "psnr" not in rows[0] or perception is None:
-        return None
-    from matplotlib.figure import Figure  # imported here: it takes a while, and only plots need it
-
-    points = sorted(
-        (row["alpha"], row["psnr"], row[perception])
-        for row in rows
-        if math.isfinite(row["psnr"]) and math.isfinite(row[perception])
-    )
-    figure = Figure(figsize=(6.4, 4.8), dpi=120, layout="constrained")
-    axes = figure.add_subplot()
-    axes.plot([p[1] for p in points], [p[2] for p in points], "-o", color="C0", zorder=1)
-    for alpha, x, y in points:
-        axes.annotate(f"{_ALPHA}={alpha:g}", (x, y), textcoords="offset points", xytext=(6, 6))
-    ends = {
-        1.0: ("s", "C3", f"restored input ({_ALPHA} = 1)"),
-        0.0: ("*", "C2", f"transported ({_ALPHA} = 0)"),
-    }
-    for alpha, x, y in points:
-        if alpha in ends:
-            marker, color, label = ends[alpha]
-            axes.scatter([x], [y], marker=marker, s=140, color=color, label=label, zorder=2)
-    axes.set_xlabel("distortion: PSNR (dB), higher is closer to the clean image")
-    axes.set_ylabel(f"perception: {_METRIC_LABELS[perception]}, lower is more natural")
-    axes.set_title("Perception-distortion trade-off over alpha")
-    axes.margins(0.12)  # room for the labels of the outermost points
-    axes.grid(alpha=0.3)
-    if any(alpha in ends for alpha, _, _ in points):
-        axes.legend()
-    return _rendered(figure)
-
-
-def _collage(rows_of_images: dict[str, list[np.ndarray]], titles: list[str]) -> Image.Image:
-    from matplotlib.figure import Figure
-
-    n_rows, n_columns = len(rows_of_images), len(titles)
-    figure = Figure(figsize=(2.4 * n_columns + 0.4, 2.4 * n_rows), dpi=120, layout="constrained")
-    grid = figure.subplots(n_rows, n_columns, squeeze=False)
-    for row, (label, images) in enumerate(rows_of_images.items()):
-        for column, image in enumerate(images):
-            axes = grid[row][column]
-            axes.imshow(image)
-            axes.set_xticks([])
-            axes.set_yticks([])
-            if column == 0:
-                axes.set_ylabel(label, fontsize=12)
-            if row == 0:
-                axes.set_title(titles[column], fontsize=10)
-    return _rendered(figure)
-
-
-def _rendered(figure) -> Image.Image:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(figure)  # no pyplot: no global backend, nothing shown
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
-
-
-# --------------------------------------------------------------------------------------------
-# The demo's data
-
-
-def _demo_photos(count: int, size: int) -> dict[str, np.ndarray]:
-    """``count`` photos shipped with scikit-image, centre-cropped square, ``size`` px.
-
-    Returns a dict of name to ``size x size x 3`` uint8 arrays; no download involved.
-    """
-    import skimage.data
-
-    photos = {}
-    for name in _DEMO_PHOTOS[:count]:
-        if name == "motorcycle":
-            pixels = skimage.data.stereo_motorcycle()[0]
-        else:
-            pixels = getattr(skimage.data, name)()
-        photos[name] = _square(pixels, size)
-    return photos
-
-
-def _square(pixels: np.ndarray, size: int) -> np.ndarray:
-    height, width = pixels.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    crop = Image.fromarray(pixels[top : top + side, left : left + side]).convert("RGB")
-    return np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
-
-
-def _degrade_and_restore(clean: dict[str, np.ndarray], sigma: float, seed: int, console):
-    """Noisy photos (Gaussian noise of ``sigma``, seeded) and their non-local means denoising."""
-    from skimage.restoration import denoise_nl_means
-
-    rng = np.random.default_rng(seed)
-    degraded, restored = {}, {}
-    for name, pixels in console.progress(clean.items(), desc="degrading and restoring", unit="img"):
-        noisy = np.clip(pixels / 255 + rng.normal(0.0, sigma, pixels.shape), 0.0, 1.0)
-        degraded[name] = _to_uint8(noisy)
-        denoised = denoise_nl_means(
-            degraded[name] / 255,
-            h=0.8 * sigma,
-            sigma=sigma,
-            fast_mode=True,
-            patch_size=5,
-            patch_distance=6,
-            channel_axis=-1,
-        )
-        restored[name] = _to_uint8(denoised)
-    return degraded, restored
-
-
-def _to_uint8(unit: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(unit, 0.0, 1.0) * 255).astype(np.uint8)

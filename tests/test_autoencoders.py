@@ -1,14 +1,19 @@
 """Tests of latent_ot.autoencoders: the adapters' contract, loading, and a real pretrained model."""
 
+import itertools
 import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from latent_ot.autoencoders import (
+    AUTO_TILE_SIZES,
     MODELS_DIR_ENV,
     PRESETS,
     Autoencoder,
@@ -413,3 +418,308 @@ def test_taef2_reconstructs_set5(taef2, path):
     assert restored.min() >= 0 and restored.max() <= 1
     psnr = -10 * torch.log10(F.mse_loss(restored, image)).item()
     assert psnr > 28, f"{path.name}: PSNR {psnr:.2f} dB"
+
+
+# --------------------------------------------------------------------------------------------
+# Tiling of large images
+# --------------------------------------------------------------------------------------------
+
+
+def _count_calls(module):
+    """Record the input shape of every call of ``module``."""
+    shapes = []
+    module.register_forward_hook(lambda _module, inputs, _output: shapes.append(inputs[0].shape))
+    return shapes
+
+
+@pytest.fixture(scope="module")
+def pooled_taesd():
+    """A random TAESD with taef2's GroupNorm pooling branch (which sees the whole image)."""
+    from latent_ot.autoencoders import _taesd_decoder, _taesd_encoder
+
+    torch.manual_seed(0)
+    encoder = _taesd_encoder(8, 6, pool_channels=32).state_dict()
+    decoder = _taesd_decoder(8, 6, pool_channels=32).state_dict()
+    return TAESDAutoencoder(encoder, decoder)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    length=st.integers(1, 3000),
+    tile=st.integers(1, 80),
+    overlap=st.integers(0, 40),
+    align=st.sampled_from([1, 2, 8]),
+)
+def test_tile_spans_partition_the_axis_with_context(length, tile, overlap, align):
+    from latent_ot.autoencoders import _tile_spans
+
+    tile, overlap = tile * align, min(overlap, tile // 2) // 2 * 2 * align
+    length = length * align
+    spans = _tile_spans(length, tile, overlap, align)
+    assert spans[0].keep_start == 0 and spans[-1].keep_stop == length
+    for span, following in itertools.pairwise(spans):
+        assert span.keep_stop == following.keep_start  # kept parts are contiguous
+        assert following.start % align == 0
+    for span in spans:
+        assert 0 <= span.start <= span.keep_start < span.keep_stop <= span.stop <= length
+        assert span.stop - span.start <= tile
+        # Context on every inner side: half the overlap, as promised.
+        assert span.keep_start == 0 or span.keep_start - span.start >= overlap // 2
+        assert span.keep_stop == length or span.stop - span.keep_stop >= overlap // 2
+    if length <= tile:
+        assert len(spans) == 1
+
+
+def test_tile_spans_examples():
+    from latent_ot.autoencoders import _tile_spans
+
+    # 1024 px in tiles of at most 512 sharing 128: two tiles could not cover it with context.
+    spans = _tile_spans(1024, 512, 128, 8)
+    assert [(s.start, s.stop) for s in spans] == [(0, 432), (304, 736), (608, 1024)]
+    assert [(s.keep_start, s.keep_stop) for s in spans] == [(0, 368), (368, 672), (672, 1024)]
+
+
+def test_taesd_tiles_match_untiled_on_odd_sizes(pooled_taesd):
+    ae = pooled_taesd
+    images = torch.rand(1, 3, 200, 136, generator=torch.Generator().manual_seed(0))
+    untiled_latents = ae.set_tiling(None).encode(images)
+    untiled = ae.decode(untiled_latents)
+
+    first_layer, last_layer = _count_calls(ae.encoder[0]), _count_calls(ae.decoder[-1])
+    # 200 x 136 px: 3 x 2 tiles, neither size a multiple of the tile; 32 px of context is
+    # less than the default 64 but enough for these random weights at this tolerance.
+    ae.set_tiling(128, overlap=64)
+    latents = ae.encode(images)
+    decoded = ae.decode(untiled_latents)
+    for calls in (first_layer, last_layer):
+        assert len(calls) == 6 and max(max(shape[-2:]) for shape in calls) <= 128
+    torch.testing.assert_close(latents, untiled_latents, rtol=0, atol=1e-4)
+    torch.testing.assert_close(decoded, untiled, rtol=0, atol=1e-4)
+
+    # The context is what makes the tiles agree: without it, the seams show.
+    ae.set_tiling(128, overlap=0)
+    assert (ae.encode(images) - untiled_latents).abs().max() > 1e-2
+    assert (ae.decode(untiled_latents) - untiled).abs().max() > 1e-2
+
+
+def test_images_within_one_tile_are_not_tiled(pooled_taesd):
+    ae = pooled_taesd
+    images = torch.rand(2, 3, 64, 40, generator=torch.Generator().manual_seed(1))
+    expected_latents = ae.set_tiling(None).encode(images)
+    expected = ae.decode(expected_latents)
+    calls = _count_calls(ae.encoder[0])
+    ae.set_tiling(64, overlap=32)
+    latents = ae.encode(images)
+    assert torch.equal(latents, expected_latents)
+    assert torch.equal(ae.decode(expected_latents), expected)
+    assert [tuple(shape) for shape in calls] == [(2, 3, 64, 40)]  # one pass, whole batch
+
+
+def test_large_batches_are_tiled_one_image_at_a_time(pooled_taesd):
+    ae = pooled_taesd
+    images = torch.rand(3, 3, 96, 48, generator=torch.Generator().manual_seed(2))
+    ae.set_tiling(None)
+    expected = torch.cat([ae.encode(image[None]) for image in images])
+    calls = _count_calls(ae.encoder[0])
+    latents = ae.set_tiling(64, overlap=16).encode(images)
+    assert all(shape[0] == 1 for shape in calls) and len(calls) == 3 * 2
+    assert latents.shape == (3, 6, 12, 6)
+    # A context of 8 px is too little for exactness, but each image is tiled on its own.
+    assert not torch.allclose(latents, expected, atol=1e-4)
+    for index, image in enumerate(images):
+        torch.testing.assert_close(latents[index : index + 1], ae.encode(image[None]))
+
+
+def test_diffusers_tiny_tiles_exactly_with_16_latent_channels():
+    # diffusers' own AutoencoderTiny tiling assumes 4 latent channels; ours does not.
+    model = _random_tiny(width=8, latent_channels=16)
+    model.enable_tiling()  # the user's setting, ignored during our calls and kept
+    ae = DiffusersTinyAutoencoder(model)
+    images = torch.rand(1, 3, 240, 200, generator=torch.Generator().manual_seed(0))
+    ae.set_tiling(None)
+    expected_latents = ae.encode(images)
+    expected = ae.decode(expected_latents)
+    calls = _count_calls(model.encoder)
+    ae.set_tiling(192, overlap=96)
+    torch.testing.assert_close(ae.encode(images), expected_latents, rtol=0, atol=1e-4)
+    torch.testing.assert_close(ae.decode(expected_latents), expected, rtol=0, atol=1e-4)
+    assert len(calls) == 2 * 2
+    assert model.use_tiling
+
+
+@pytest.mark.parametrize(
+    ("tile_size", "overlap", "height", "width"),
+    [(16, 4, 24, 40), (48, 20, 96, 56)],
+    ids=["dyadic", "48-20"],
+)
+def test_kl_tiles_with_diffusers_own_tiling(tiny_kl_model, tile_size, overlap, height, width):
+    import copy
+
+    model = copy.deepcopy(tiny_kl_model)
+    saved = (model.use_tiling, model.tile_sample_min_size, model.tile_overlap_factor)
+    ae = DiffusersKLAutoencoder(model).set_tiling(tile_size, overlap=overlap)
+    assert ae.tile_overlap == overlap
+    images = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    calls = _count_calls(model.encoder)
+    latents = ae.encode(images)
+    decoded = ae.decode(latents)
+    assert latents.shape == (1, 4, height // 2, width // 2) and decoded.shape == images.shape
+    assert len(calls) > 1 and max(max(shape[-2:]) for shape in calls) <= tile_size
+    assert (model.use_tiling, model.tile_sample_min_size, model.tile_overlap_factor) == saved
+
+    # The reference: diffusers' tiling configured by hand. Its overlap factor is a float,
+    # which misplaces the tiles of a 48 px tile sharing 20 px (int(48 * (1 - 20/48)) == 27).
+    model.enable_tiling()
+    model.tile_sample_min_size, model.tile_latent_min_size = tile_size, tile_size // 2
+    model.tile_overlap_factor = overlap / tile_size
+    with torch.no_grad():
+        reference = model.encode(images * 2 - 1).latent_dist.mean  # the mean, not a sample
+        reference_decoded = ((model.decode(latents).sample + 1) / 2).clamp(0, 1)
+    if tile_size == 16:
+        torch.testing.assert_close(latents, reference, rtol=0, atol=1e-6)
+        torch.testing.assert_close(decoded, reference_decoded, rtol=0, atol=1e-6)
+    else:
+        assert reference.shape != latents.shape
+
+
+def test_tiling_settings_are_checked(tiny_taesd_dir):
+    ae = TAESDAutoencoder.from_directory(tiny_taesd_dir)
+    with pytest.raises(ValueError, match=r"tile_size must be a positive multiple of the factor 8"):
+        ae.set_tiling(500)
+    with pytest.raises(ValueError, match="tile_size"):
+        ae.set_tiling(0)
+    with pytest.raises(ValueError, match="tile_size"):
+        ae.set_tiling("large")
+    with pytest.raises(ValueError, match=r"overlap must be a multiple of 2 x factor = 16"):
+        ae.set_tiling(512, overlap=24)
+    with pytest.raises(ValueError, match=r"overlap.*tile_size / 2 = 128"):
+        ae.set_tiling(256, overlap=144)
+    with pytest.raises(ValueError, match="tile_size"):
+        load_autoencoder(tiny_taesd_dir, tile_size=100)
+    assert ae.tile_size == AUTO_TILE_SIZES["cpu"]  # a refused setting changes nothing
+
+
+def test_tiling_defaults_and_load_autoencoder(tiny_taesd_dir, monkeypatch):
+    ae = load_autoencoder(tiny_taesd_dir)
+    assert ae.tile_size == AUTO_TILE_SIZES["cpu"] and ae.tile_overlap == 128
+    monkeypatch.setattr(ae, "device", torch.device("cuda"))  # "auto" follows the device
+    assert ae.tile_size == AUTO_TILE_SIZES["cuda"]
+    assert load_autoencoder("pixel").tile_size is None
+    assert _Overflowing().tile_size is None  # subclasses elsewhere are not tiled unasked
+    assert load_autoencoder(tiny_taesd_dir, tile_size=None).tile_size is None
+    chosen = load_autoencoder(tiny_taesd_dir, tile_size=256, tile_overlap=64)
+    assert (chosen.tile_size, chosen.tile_overlap) == (256, 64)
+    assert load_autoencoder(chosen).tile_size == 256  # an instance keeps its own
+    assert load_autoencoder(chosen, tile_size=None).tile_size is None
+
+
+# --------------------------------------------------------------------------------------------
+# NaN and infinite outputs
+# --------------------------------------------------------------------------------------------
+
+
+class _Overflowing(Autoencoder):
+    """Overflows in half precision only (``limit``: the largest value a dtype survives)."""
+
+    def __init__(self, dtype=torch.bfloat16, always=False):
+        super().__init__(factor=1, latent_channels=3, name="overflowing", dtype=dtype)
+        self.always, self.moves = always, []
+
+    def _overflows(self, tensor):
+        return self.always or tensor.dtype != torch.float32
+
+    def _encode(self, images, generator):
+        return images + 1 if not self._overflows(images) else images * float("inf")
+
+    def _decode(self, latents):
+        return latents - 1 if not self._overflows(latents) else latents * float("nan")
+
+    def _move(self, device, dtype):
+        self.moves.append(dtype)
+
+
+def test_half_precision_overflow_is_retried_in_float32():
+    ae = _Overflowing()
+    images = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match=r"overflowing: encode overflowed in torch.bfloat16"):
+        latents = ae.encode(images)
+    assert ae.moves == [torch.float32, torch.bfloat16]  # cast for the retry, then back
+    torch.testing.assert_close(latents, images + 1)
+    with pytest.warns(RuntimeWarning, match="decode overflowed"):
+        torch.testing.assert_close(ae.decode(latents), images)
+
+
+def test_taesd_overflow_in_bfloat16_gives_the_float32_result(tiny_taesd_dir):
+    ae = load_autoencoder(tiny_taesd_dir, dtype=torch.bfloat16)
+    # The retry runs the bfloat16 weights in float32.
+    reference = load_autoencoder(tiny_taesd_dir, dtype=torch.bfloat16).to(dtype=torch.float32)
+
+    def overflow_in_half(_module, _inputs, output):
+        return output * float("inf") if output.dtype == torch.bfloat16 else output
+
+    ae.decoder[1].register_forward_hook(overflow_in_half)
+    latents = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="computed again in float32"):
+        decoded = ae.decode(latents)
+    assert torch.isfinite(decoded).all()
+    torch.testing.assert_close(decoded, reference.decode(latents), rtol=0, atol=1e-6)
+    assert ae.decoder[1].weight.dtype == torch.bfloat16 and ae.dtype == torch.bfloat16
+    assert not ae.decoder[1].weight.is_inference()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_non_finite_outputs_are_never_returned(dtype):
+    ae = _Overflowing(dtype=dtype, always=True)
+    images = torch.rand(1, 3, 4, 4)
+    again = "and again in float32" if dtype == torch.bfloat16 else "from finite"
+    with pytest.raises(ValueError, match=rf"overflowing: encode gave NaN or infinite .*{again}"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ae.encode(images)
+    with pytest.raises(ValueError, match="overflowing: decode gave NaN"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ae.decode(images)
+
+
+def test_non_finite_inputs_are_refused():
+    images = torch.rand(1, 3, 4, 4)
+    images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="images must be finite"):
+        PixelAutoencoder().encode(images)
+    with pytest.raises(ValueError, match="latents must be finite"):
+        PixelAutoencoder().decode(images.clamp(0, 1) * float("inf"))
+
+
+@needs_taef2
+@pytest.mark.slow
+def test_taef2_tiles_match_untiled_at_1024_px_without_seams():
+    from PIL import Image
+
+    from latent_ot.autoencoders import _tile_spans
+
+    # A real photograph, upsampled to 1024 x 1024 (Set14's largest images are smaller).
+    with Image.open(SHARED / "images" / "Set14" / "barbara.png") as image:
+        large = image.convert("RGB").resize((1024, 1024), Image.BICUBIC)
+    images = torch.from_numpy(np.asarray(large, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    ae = load_autoencoder("taef2", models_dir=SHARED / "weights", tile_size=None)
+    untiled_latents = ae.encode(images)
+    untiled = ae.decode(untiled_latents)
+
+    ae.set_tiling(512)  # the CPU default: 3 x 3 tiles of 432 px sharing 128 px
+    calls = _count_calls(ae.encoder[0])
+    latents = ae.encode(images)
+    tiled = ae.decode(latents)
+    assert len(calls) == 9
+    assert (latents - untiled_latents).abs().mean() < 1e-3
+    difference = (tiled - untiled).abs()
+    assert difference.mean() < 1e-3
+    # No seam: no pixel is off by as much as one grey level of an 8-bit image ...
+    assert difference.max() < 1 / 255
+    # ... and across each seam the image changes as much as without tiling.
+    seams = [span.keep_start for span in _tile_spans(1024, 512, 128, 8)[1:]]
+    for seam in seams:
+        for axis in (-1, -2):
+            jump = (tiled.narrow(axis, seam, 1) - tiled.narrow(axis, seam - 1, 1)).abs().mean()
+            expected = (untiled.narrow(axis, seam, 1) - untiled.narrow(axis, seam - 1, 1)).abs()
+            assert abs(jump - expected.mean()) < 1e-4

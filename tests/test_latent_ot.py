@@ -382,3 +382,16 @@ def test_save_and_load_a_safe_operator_file(hub_id_fit, tmp_path, tiny_kl_model)
     by_instance = LatentOTTransformer(vae=tiny_kl_model).fit([image], [image])
     with pytest.raises(TypeError, match=r"vae: a AutoencoderKL.*joblib"):
         by_instance.save(tmp_path / "instance.safetensors")
+
+
+def test_tile_size_reaches_the_autoencoder_and_tiling_is_seamless(shared_dir):
+    restored = random_images(17, [(64, 64)] * 2, contrast=0.6)
+    natural = random_images(18, [(64, 64)] * 2)
+    vae = shared_dir / "weights" / "taef2"
+    dot = LatentOTTransformer(vae=vae, device="cpu", tile_size=None, random_state=0)
+    dot.fit(restored, natural)
+    image = random_images(19, [(320, 384)])[0]
+    untiled = dot.transform(image)
+    dot.set_params(tile_size=256)  # default overlap: 128 px
+    assert dot._autoencoder().tile_size == 256
+    assert np.abs(dot.transform(image) - untiled).mean() < 1e-3

@@ -91,6 +91,11 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         only). The mean makes the result deterministic.
     patch_chunk_size : int, default=16384
         Patches processed at once: bounds memory whatever the image size.
+    tile_size : int, "auto" or None, default="auto"
+        Images larger than this many pixels in height or width are encoded and decoded in
+        overlapping tiles, which bounds memory (see
+        :meth:`latent_ot.autoencoders.Autoencoder.set_tiling`); ``"auto"`` is 512 on CPU and
+        1024 on CUDA, None never tiles.
     rtol : float, default=None
         Relative eigenvalue tolerance deciding singularity (see
         :class:`GaussianOTTransformer`).
@@ -152,6 +157,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         batch_size=4,
         sample_latent=False,
         patch_chunk_size=16384,
+        tile_size="auto",
         rtol=None,
         random_state=None,
         verbose=False,
@@ -166,6 +172,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.sample_latent = sample_latent
         self.patch_chunk_size = patch_chunk_size
+        self.tile_size = tile_size
         self.rtol = rtol
         self.random_state = random_state
         self.verbose = verbose
@@ -475,12 +482,13 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
     # -- the autoencoder -----------------------------------------------------------------------
 
     def _autoencoder(self):
-        """The loaded autoencoder, (re)loaded when ``vae``, ``device`` or ``dtype`` changed."""
+        """The loaded autoencoder, (re)loaded when the parameters that build it changed."""
         key = (
             self.vae if isinstance(self.vae, str | os.PathLike) else id(self.vae),
             str(resolve_device(self.device)),
             str(self.dtype),
             self.sample_latent,
+            self.tile_size,
         )
         cached = self.__dict__.get("_autoencoder_cache")
         if cached is None or cached[0] != key:
@@ -489,6 +497,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
                 device=resolve_device(self.device),
                 dtype=self.dtype,
                 sample_latent=self.sample_latent,
+                tile_size=self.tile_size,
             )
             self._autoencoder_cache = (key, autoencoder)
         return self._autoencoder_cache[1]
