@@ -54,10 +54,11 @@ def build_autoencoder(name: str, device: str, dtype: str | None):
 
 
 def timed(function, repeats: int) -> float:
-    """Best of ``repeats`` wall-clock seconds (after one warm-up call)."""
+    """Best of ``repeats`` wall-clock seconds (after a warm-up call when ``repeats > 1``)."""
     import torch
 
-    function()
+    if repeats > 1:
+        function()
     best = float("inf")
     for _ in range(repeats):
         if torch.cuda.is_available():

@@ -121,15 +121,19 @@ class GaussianStats:
         if batch.shape[0] == 0:
             return self
         batch = batch.to(device=self.device, dtype=torch.float64)
-        if not bool(torch.isfinite(batch).all()):
-            raise ValueError("batch contains NaN or infinity")
         # Two-pass mean: the correction recovers the digits lost summing large values.
         batch_mean = batch.mean(dim=0)
+        # A NaN or infinity anywhere in the batch reaches its mean: checking d numbers, not n d.
+        if not bool(torch.isfinite(batch_mean).all()):
+            raise ValueError("batch contains NaN or infinity")
         centred = batch - batch_mean
         correction = centred.mean(dim=0)
         batch_mean += correction
         centred -= correction
-        self._combine(batch.shape[0], batch_mean, centred.mT @ centred)
+        scatter = centred.mT @ centred
+        if not bool(torch.isfinite(scatter).all()):
+            raise ValueError("batch values are too large: their scatter overflows float64")
+        self._combine(batch.shape[0], batch_mean, scatter)
         return self
 
     def merge(self, other: GaussianStats) -> GaussianStats:

@@ -62,6 +62,8 @@ def make_generator(random_state: Any, device: torch.device | str = "cpu") -> tor
 
 def blend(transported: torch.Tensor, original: torch.Tensor, alpha: float) -> torch.Tensor:
     """Perception-distortion interpolation ``(1 - alpha) * transported + alpha * original``."""
+    if alpha == 0.0:
+        return transported
     return torch.lerp(transported, original.to(transported.dtype), alpha)
 
 

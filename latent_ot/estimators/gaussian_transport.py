@@ -44,9 +44,12 @@ def _check_enough_samples(count: int, name: str) -> None:
         )
 
 
-def _to_float64_tensor(array: np.ndarray) -> torch.Tensor:
-    # A copy: torch.from_numpy warns on read-only arrays (memory maps) and would share memory.
-    return torch.from_numpy(np.array(array, dtype=np.float64, copy=True))
+def _as_float64_tensor(array: np.ndarray) -> torch.Tensor:
+    """A float64 tensor sharing the array's memory when it can; never written to."""
+    array = np.ascontiguousarray(array, dtype=np.float64)
+    if not array.flags.writeable:  # torch.from_numpy warns on read-only memory (memory maps)
+        array = array.copy()
+    return torch.from_numpy(array)
 
 
 class GaussianOTTransformer(TransformerMixin, BaseEstimator):
@@ -142,7 +145,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         if target_stats is not None:
             _check_enough_samples(target_stats.count, "target")
             target_stats = target_stats.copy()
-        self.source_stats_ = GaussianStats.from_samples(_to_float64_tensor(X))
+        self.source_stats_ = GaussianStats.from_samples(_as_float64_tensor(X))
         self.target_stats_ = target_stats
         self._fit_map()
         return self
@@ -175,7 +178,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         source_batch = None
         if X is not None:
             X = validate_data(self, X, reset=first_call, dtype=np.float64)
-            source_batch = _to_float64_tensor(X)
+            source_batch = _as_float64_tensor(X)
         target_update = self._as_target_stats(target) if target is not None else None
 
         # Everything is checked: now change the state, all or nothing.
@@ -236,7 +239,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
             stats = target
         else:
             target = check_array(target, dtype=np.float64, input_name="target")
-            stats = GaussianStats.from_samples(_to_float64_tensor(target))
+            stats = GaussianStats.from_samples(_as_float64_tensor(target))
         if stats.n_features != self.n_features_in_:
             raise ValueError(
                 f"target has {stats.n_features} features, but X has {self.n_features_in_}; "
@@ -303,9 +306,9 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         alpha = check_alpha(self.alpha)
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        samples = _to_float64_tensor(X)
+        samples = _as_float64_tensor(X)
         if alpha == 1.0:
-            return samples.numpy()
+            return samples.numpy().copy()
         generator = make_generator(self.random_state, samples.device)
         return blend(self.transport_tensor(samples, generator), samples, alpha).numpy()
 
