@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from _restoration_demo import RestorationTask, run_example
-from skimage.restoration import denoise_nl_means
+
+from latent_ot import demo
 
 SIGMA = 50 / 255  # noise standard deviation, pixels in [0, 1]
 
@@ -30,17 +31,8 @@ def add_noise(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def non_local_means(noisy: np.ndarray) -> np.ndarray:
-    """scikit-image's non-local means with the noise level known (no estimate needed)."""
-    denoised = denoise_nl_means(
-        noisy,
-        h=0.8 * SIGMA,
-        sigma=SIGMA,
-        fast_mode=True,
-        patch_size=5,
-        patch_distance=6,
-        channel_axis=-1,
-    )
-    return np.clip(denoised, 0, 1).astype(np.float32)
+    """Non-local means with the noise level known (no estimate needed)."""
+    return demo.non_local_means(noisy, SIGMA).astype(np.float32)
 
 
 TASK = RestorationTask(
