@@ -496,6 +496,11 @@ def _rank_main(scenario: str, rank: str, world_size: str, workdir: str, *args: s
         timeout=timedelta(seconds=10 * RANK_TIME_LIMIT),
     )
     _RANK_SCENARIOS[scenario](rank, world_size, workdir, *args)
+    # Leave together and tear gloo down before the interpreter does: torn down during
+    # interpreter exit, with a peer already gone, gloo sometimes aborts the process.
+    if scenario == "work":
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ def _indexed_batches(source: Iterable[ImageItem], batch_size: int, verbose: bool
     return batches_by_size(enumerate(progress), batch_size, pixels=lambda entry: entry[1].pixels)
 
 
+def _stack_pixels(group: list[tuple[int, ImageItem]], device: torch.device) -> torch.Tensor:
+    return torch.stack([item.pixels for _, item in group]).to(device)
+
+
 def _group_name(group: list[tuple[int, ImageItem]]) -> str:
     return batch_name([item.name for _, item in group])
 
@@ -285,7 +289,8 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         source = ImageSource(images, name=name)
         device = resolve_device(self.device)
         for group in _indexed_batches(source, self.batch_size, self.verbose, f"encoding {name}"):
-            latents = self._encode(group, autoencoder, generator)
+            pixels = _stack_pixels(group, autoencoder.device)
+            latents = self._encode(pixels, group, autoencoder, generator)
             self._check_latent_fits_patch(latents, group)
             batch_stats = GaussianStats(self.patch_dim_, device=device)
             chunks = iter_patch_chunks(latents, self.patch_size, max_patches=self.patch_chunk_size)
@@ -375,18 +380,24 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         generator = make_generator(self.random_state, autoencoder.device)
         latent_generator = self._latent_generator(autoencoder)
         for group in _indexed_batches(source, self.batch_size, self.verbose, "transporting"):
-            originals = torch.stack([item.pixels for _, item in group]).to(autoencoder.device)
-            transported = self._transport_pixels(group, autoencoder, generator, latent_generator)
+            originals = _stack_pixels(group, autoencoder.device)
+            transported = self._transport_pixels(
+                originals, group, autoencoder, generator, latent_generator
+            )
             for alpha, per_alpha in zip(alphas, outputs, strict=True):
+                if alpha == 1.0:  # the inputs themselves, bit for bit
+                    for index, item in group:
+                        per_alpha[index] = item.original()
+                    continue
                 blended = blend(transported, originals, alpha)
                 for k, (index, item) in enumerate(group):
-                    per_alpha[index] = (
-                        item.original() if alpha == 1.0 else item.to_output(blended[k])
-                    )
+                    per_alpha[index] = item.to_output(blended[k])
 
-    def _transport_pixels(self, group, autoencoder, generator, latent_generator) -> torch.Tensor:
+    def _transport_pixels(
+        self, pixels, group, autoencoder, generator, latent_generator
+    ) -> torch.Tensor:
         """Encode, transport every latent patch, fold, decode, crop: the ``alpha = 0`` images."""
-        latents = self._encode(group, autoencoder, latent_generator)
+        latents = self._encode(pixels, group, autoencoder, latent_generator)
         window = None
         if self.fold_window == "gaussian":
             window = gaussian_window(self.patch_size, device=latents.device)
@@ -397,19 +408,13 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             window=window,
             max_patches=self.patch_chunk_size,
         )
-        height, width = group[0][1].pixels.shape[-2:]
+        height, width = pixels.shape[-2:]
         return crop_to(autoencoder.decode(transported), height, width)
 
-    def _encode(self, group, autoencoder, generator) -> torch.Tensor:
-        pixels = torch.stack([item.pixels for _, item in group]).to(autoencoder.device)
+    def _encode(self, pixels, group, autoencoder, generator) -> torch.Tensor:
+        # The autoencoder itself refuses to return NaN or inf (it retries in float32 first).
         padded = pad_to_multiple(pixels, autoencoder.factor, name=_group_name(group))
-        latents = autoencoder.encode(padded, generator)
-        if not bool(torch.isfinite(latents).all()):
-            raise ValueError(
-                f"{_group_name(group)}: the autoencoder {autoencoder.name} returned NaN or "
-                f"infinite latents (dtype {autoencoder.dtype}); try dtype=torch.float32"
-            )
-        return latents
+        return autoencoder.encode(padded, generator)
 
     def interpolate(self, alpha: float) -> LatentOTTransformer:
         """A fitted copy with another ``alpha``; shares the loaded autoencoder, no refit.
