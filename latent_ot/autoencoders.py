@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .devices import resolve_dtype
 from .exceptions import AutoencoderNotFoundError
 
 __all__ = [
@@ -126,16 +127,6 @@ PRESETS: Mapping[str, AutoencoderPreset] = MappingProxyType(
     }
 )
 """Preset names accepted by :func:`load_autoencoder`, with where each one comes from."""
-
-
-def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating point torch.dtype, got {dtype!r}")
-    return dtype
 
 
 def _as_output(tensor: Tensor) -> Tensor:
@@ -478,7 +469,7 @@ class Autoencoder(ABC):
             ``self``, moved in place.
         """
         device = self.device if device is None else torch.device(device)
-        dtype = self.dtype if dtype is None else _as_dtype(dtype)
+        dtype = self.dtype if dtype is None else resolve_dtype(dtype, device)
         self._move(device, dtype)
         self.device, self.dtype = device, dtype
         return self
@@ -649,7 +640,13 @@ class _DiffusersAutoencoder(Autoencoder):
         )
 
     def _move(self, device: torch.device, dtype: torch.dtype) -> None:
-        self.model.to(device=device, dtype=dtype)
+        keep_in_float32 = getattr(self.model, "_keep_in_fp32_modules", None)
+        if keep_in_float32 or getattr(self.model, "is_quantized", False):
+            self.model.to(device=device, dtype=dtype)
+        else:
+            # diffusers' ModelMixin.to logs a warning at every cast to a dtype, even with no
+            # module to keep in float32; for such a model nn.Module.to is the same, silent.
+            nn.Module.to(self.model, device=device, dtype=dtype)
 
     @contextmanager
     def _model_tiling(self, settings: Mapping[str, Any]) -> Iterator[None]:
@@ -1235,9 +1232,10 @@ def load_autoencoder(
         For a preset or hub id, ``<models_dir>/<preset or name>/`` is tried before the hub.
     device : str or torch.device, default "cpu"
         Where the model runs.
-    dtype : torch.dtype or str, optional
-        Compute dtype; None means float32. float16 / bfloat16 work where the model and device
-        support them. Outputs are float32 whatever the compute dtype.
+    dtype : torch.dtype, str or None, default None
+        Compute dtype; None means float32, ``"auto"`` float16 on CUDA and float32 elsewhere
+        (:data:`~latent_ot.devices.AUTO_DTYPES`). float16 / bfloat16 work where the model and
+        device support them. Outputs are float32 whatever the compute dtype.
     sample_latent : bool, default False
         Sample the latent distribution instead of taking its mean (``AutoencoderKL`` only;
         deterministic autoencoders raise ``ValueError``). An :class:`Autoencoder` instance
@@ -1280,7 +1278,7 @@ def load_autoencoder(
 
     >>> ae = load_autoencoder("taef2", device="cuda")  # doctest: +SKIP
     """
-    dtype = _as_dtype(dtype)
+    dtype = resolve_dtype(dtype, device)
     if isinstance(vae, Autoencoder):
         if sample_latent and not vae.sample_latent:
             raise ValueError(

@@ -31,13 +31,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from . import __version__
 from .autoencoders import MODELS_DIR_ENV, PRESETS, load_autoencoder
 from .demo import DEMO_PHOTOS, degrade_and_restore, sample_photos
+from .devices import resolve_device
 from .estimators import LatentOTTransformer
 from .exceptions import AutoencoderNotFoundError, IncompatibleAutoencoderError
 from .folders import expand_inputs, save_image_atomically, shard, transform_files
@@ -269,9 +269,10 @@ def _add_autoencoder_options(
     )
     group.add_argument(
         "--dtype",
-        choices=("float32", "float16", "bfloat16"),
-        default=None,
-        help="compute dtype of the autoencoder (default: float32)",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        default="auto",
+        help="compute dtype of the autoencoder; 'auto': float16 on CUDA, float32 elsewhere "
+        "(default: %(default)s)",
     )
     group.add_argument(
         "--batch-size",
@@ -978,10 +979,7 @@ def _autoencoder_for_metrics(names: list[str] | None, vae: Any, args) -> Any:
     """The autoencoder of latent W2, loaded once for every row of a table (None: not needed)."""
     if vae is None or not _wants_latent_w2(names):
         return None
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_autoencoder(vae, device=device, dtype=args.dtype)
+    return load_autoencoder(vae, device=resolve_device(args.device), dtype=args.dtype)
 
 
 class _Metrics:

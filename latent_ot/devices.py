@@ -1,4 +1,4 @@
-"""Where computations run: one rule for turning a ``device`` argument into a torch device."""
+"""Where and in what precision computations run: ``device`` and ``dtype`` arguments resolved."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["AUTO_DTYPES", "resolve_device", "resolve_dtype"]
+
+AUTO_DTYPES = {"cuda": torch.float16}
+"""Autoencoder compute dtype that ``dtype="auto"`` gives per device type (others: float32).
+
+Half precision roughly halves the time and memory of a GPU autoencoder; where float16
+overflows (the Stable Diffusion VAE decoder can), the autoencoder retries in float32.
+"""
 
 
 def resolve_device(device: Any, *, name: str = "device") -> torch.device:
@@ -36,3 +43,25 @@ def resolve_device(device: Any, *, name: str = "device") -> torch.device:
         raise ValueError(
             f"{name}: {device!r} is not a torch device ('cpu', 'cuda:0', ...)"
         ) from err
+
+
+def resolve_dtype(dtype: Any, device: torch.device | str, *, name: str = "dtype") -> torch.dtype:
+    """``"auto"`` (:data:`AUTO_DTYPES` for the device), None (float32), a name or a dtype.
+
+    Examples
+    --------
+    >>> resolve_dtype("auto", "cpu"), resolve_dtype("auto", "cuda"), resolve_dtype(None, "cuda")
+    (torch.float32, torch.float16, torch.float32)
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            return AUTO_DTYPES.get(torch.device(device).type, torch.float32)
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(
+            f"{name} must be 'auto', None or a floating point torch.dtype (float32, float16, "
+            f"bfloat16), got {dtype!r}"
+        )
+    return dtype

@@ -327,8 +327,9 @@ class GaussianMap:
             raise ValueError(
                 "noise: this map is stochastic; pass standard normal noise of shape (n, d)"
             )
-        samples = samples.to(torch.float64)
-        mapped = torch.addmm(self.mean_target, samples - self.mean_source, self.matrix.mT)
+        # As v T^T + (mu_t - T mu_s): one product and no centred copy of the samples.
+        offset = self.mean_target - self.matrix @ self.mean_source
+        mapped = torch.addmm(offset, samples.to(torch.float64), self.matrix.mT)
         if self.noise_factor is not None:
             mapped.addmm_(noise.to(torch.float64), self.noise_factor.mT)
         return mapped

@@ -515,7 +515,7 @@ def _item_from_tensor(tensor: torch.Tensor, name: str) -> ImageItem:
     _check_tensor_shape(tensor, name, allow_batch=False)
     scale = _tensor_scale(tensor.dtype, name)
     if scale == 1.0:
-        _check_unit_range(tensor.min().item(), tensor.max().item(), name)
+        _check_unit_range(*torch.aminmax(tensor.detach()), name)
     colour = tensor.expand(3, -1, -1) if tensor.shape[0] == 1 else tensor[:3]
     pixels = colour.detach().to(torch.float32) / scale  # a new tensor, even for float32 input
     return ImageItem(pixels, name, tensor)

@@ -17,6 +17,7 @@ References
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import Tensor
@@ -110,8 +111,10 @@ class GaussianStats:
     def update(self, batch: Tensor) -> GaussianStats:
         """Add the rows of ``batch`` (n, d). Returns ``self``.
 
-        The state is changed only once the whole batch has been checked and reduced: a
-        batch that raises (wrong shape, NaN or inf) leaves the statistics as they were.
+        The batch is read in chunks of bounded size (its float64 copy is never made whole),
+        so a float32 batch of any length costs no more than itself plus one chunk. The state
+        is changed only once the whole batch has been checked and reduced: a batch that
+        raises (wrong shape, NaN or inf) leaves the statistics as they were.
         """
         batch = torch.as_tensor(batch)
         if batch.ndim != 2 or batch.shape[1] != self.n_features:
@@ -120,20 +123,18 @@ class GaussianStats:
             )
         if batch.shape[0] == 0:
             return self
-        batch = batch.to(device=self.device, dtype=torch.float64)
-        # Two-pass mean: the correction recovers the digits lost summing large values.
-        batch_mean = batch.mean(dim=0)
-        # A NaN or infinity anywhere in the batch reaches its mean: checking d numbers, not n d.
-        if not bool(torch.isfinite(batch_mean).all()):
+        scatter, residual, shift = _shifted_sums(batch, self.device)
+        # A NaN or infinity anywhere in the batch reaches this sum: checking d numbers, not n d.
+        if not bool(torch.isfinite(residual).all()):
             raise ValueError("batch contains NaN or infinity")
-        centred = batch - batch_mean
-        correction = centred.mean(dim=0)
-        batch_mean += correction
-        centred -= correction
-        scatter = centred.mT @ centred
+        # The shift is close to the mean, not the mean: correct both, as the two-pass
+        # algorithm does, with no second pass over the data.
+        count = batch.shape[0]
+        correction = residual / count
+        scatter -= torch.outer(correction, correction) * count
         if not bool(torch.isfinite(scatter).all()):
             raise ValueError("batch values are too large: their scatter overflows float64")
-        self._combine(batch.shape[0], batch_mean, scatter)
+        self._combine(count, shift + correction, scatter)
         return self
 
     def merge(self, other: GaussianStats) -> GaussianStats:
@@ -187,3 +188,54 @@ class GaussianStats:
         return (
             f"GaussianStats(n_features={self.n_features}, count={self.count}, device={self.device})"
         )
+
+
+# Rows are shifted and converted to float64 this many bytes at a time: a bounded working set.
+# On the CPU a chunk that stays in cache while its blocks are multiplied; on a GPU, where each
+# kernel launch costs more than the arithmetic of a small chunk, few large chunks.
+_CHUNK_BYTES = {"cpu": 4 * 2**20}
+_DEVICE_CHUNK_BYTES = 256 * 2**20
+# Column blocks of the Gram matrix on the CPU; narrower blocks lose more in efficiency than
+# they save.
+_GRAM_BLOCKS = 4
+_MIN_BLOCK_COLUMNS = 32
+
+
+def _shifted_sums(batch: Tensor, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """``sum (v - s)(v - s)^T``, ``sum (v - s)`` and the shift ``s``, in float64 on ``device``.
+
+    The shift is the mean of the first chunk of rows. The error of the shifted sums grows
+    with ``|mean - s|^2 / variance``, which a shift taken from the data keeps small: at
+    most the number of chunks, whatever the offset of the data.
+    """
+    count, dim = batch.shape
+    chunk_bytes = _CHUNK_BYTES.get(torch.device(device).type, _DEVICE_CHUNK_BYTES)
+    rows_per_chunk = max(1, chunk_bytes // (8 * dim))
+    shift = batch[:rows_per_chunk].to(device, torch.float64).mean(dim=0)
+    buffer = torch.empty((min(rows_per_chunk, count), dim), dtype=torch.float64, device=device)
+    scatter = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+    residual = torch.zeros(dim, dtype=torch.float64, device=device)
+    for start in range(0, count, rows_per_chunk):
+        rows = batch[start : start + rows_per_chunk].to(device)
+        shifted = torch.sub(rows, shift, out=buffer[: rows.shape[0]])
+        residual += shifted.sum(dim=0)
+        scatter += _gram(shifted)
+    return scatter, residual, shift
+
+
+def _gram(rows: Tensor) -> Tensor:
+    """``rows^T rows``; on the CPU, computing only the column blocks on and above the diagonal.
+
+    A symmetric rank-k update (BLAS ``syrk``) needs half the flops of a full product, but
+    torch exposes none; four column blocks, ten products of the sixteen, get most of the way.
+    A GPU gains more from one large product than from fewer flops.
+    """
+    dim = rows.shape[1]
+    blocks = min(_GRAM_BLOCKS, dim // _MIN_BLOCK_COLUMNS) if rows.device.type == "cpu" else 1
+    if blocks < 2:
+        return rows.mT @ rows
+    edges = [dim * k // blocks for k in range(blocks + 1)]
+    gram = torch.zeros(dim, dim, dtype=rows.dtype, device=rows.device)
+    for start, stop in itertools.pairwise(edges):
+        gram[start:stop, start:] = rows[:, start:stop].mT @ rows[:, start:]
+    return gram.triu() + gram.triu(1).mT

@@ -10,7 +10,11 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ``../shared`` beside the repository; LATENT_OT_TEST_SHARED names another place, for machines
+# (a GPU box) where the repository travels without it.
+SHARED = Path(
+    os.environ.get("LATENT_OT_TEST_SHARED", Path(__file__).resolve().parents[1].parent / "shared")
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """Tests of latent_ot.autoencoders: the adapters' contract, loading, and a real pretrained model."""
 
+import copy
 import itertools
+import logging
 import socket
 import warnings
 from pathlib import Path
@@ -224,6 +226,26 @@ def test_taesd_to_bfloat16_keeps_float32_outputs(tiny_taesd_dir):
     latents = ae.encode(_images(size=16))
     assert latents.dtype == torch.float32
     assert ae.decode(latents).dtype == torch.float32
+
+
+def test_a_diffusers_model_changes_dtype_silently_and_keeps_float32_outputs(tiny_kl_model):
+    model = copy.deepcopy(tiny_kl_model)
+    # diffusers logs through its own handler; collect what reaches the "diffusers" logger.
+    records: list[logging.LogRecord] = []
+    collector = logging.Handler()
+    collector.emit = records.append
+    logging.getLogger("diffusers").addHandler(collector)
+    try:
+        ae = load_autoencoder(model, dtype=torch.bfloat16)
+        assert next(model.parameters()).dtype == torch.bfloat16
+        latents = ae.encode(_images(size=16))
+        assert latents.dtype == torch.float32 and ae.decode(latents).dtype == torch.float32
+        ae.to(dtype=torch.float32)
+        assert next(model.parameters()).dtype == torch.float32
+    finally:
+        logging.getLogger("diffusers").removeHandler(collector)
+    # ModelMixin.to would log "There are modules ... that should be kept in float32: []".
+    assert [record.getMessage() for record in records] == []
 
 
 def test_taesd_pooling_branch_deduced_from_state_dict():

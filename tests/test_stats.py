@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import latent_ot.stats
 from latent_ot.stats import GaussianStats
 
 
@@ -123,3 +124,41 @@ def test_float32_batches_are_accumulated_in_float64():
     assert stats.mean.dtype == torch.float64 and stats.scatter.dtype == torch.float64
     assert float(stats.mean) == 16777218.0
     assert float(stats.covariance) == 4.0
+
+
+def test_a_batch_read_in_many_chunks_equals_numpy(monkeypatch):
+    monkeypatch.setitem(latent_ot.stats._CHUNK_BYTES, "cpu", 8 * 3 * 7)  # 7 rows of 3 per chunk
+    rng = np.random.default_rng(3)
+    data = rng.normal(1e4, 2.0, size=(100, 3)).astype(np.float32)  # float32 mean is inexact
+    stats = GaussianStats(3).update(torch.from_numpy(data))
+    exact = data.astype(np.float64)
+    assert relative_error(stats.mean, torch.from_numpy(exact.mean(0))) < 1e-15
+    assert relative_error(stats.covariance, torch.from_numpy(np.cov(exact, rowvar=False))) < 1e-10
+
+
+def test_a_nan_in_a_later_chunk_is_caught(monkeypatch):
+    monkeypatch.setitem(latent_ot.stats._CHUNK_BYTES, "cpu", 8 * 2 * 4)
+    batch = torch.randn(40, 2, dtype=torch.float64)
+    batch[37, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        GaussianStats(2).update(batch)
+
+
+def test_a_float32_batch_whose_own_sum_overflows_is_still_exact():
+    batch = torch.full((64, 2), 3e37, dtype=torch.float32)
+    batch[::2] = 1e37
+    assert not torch.isfinite(batch.sum(dim=0)).all()  # float32 arithmetic overflows here
+    stats = GaussianStats(2).update(batch)
+    data = batch.double().numpy()
+    assert relative_error(stats.mean, torch.from_numpy(data.mean(0))) < 1e-15
+    assert relative_error(stats.covariance, torch.from_numpy(np.cov(data, rowvar=False))) < 1e-12
+
+
+@pytest.mark.parametrize("dim", [64, 130, 288])
+def test_the_blocked_gram_matrix_equals_numpy(dim):
+    # From 64 features on, the scatter is built from column blocks (uneven ones for 130).
+    data = np.random.default_rng(dim).normal(size=(500, dim)) @ np.diag(np.arange(1, dim + 1))
+    stats = GaussianStats.from_samples(torch.from_numpy(data))
+    covariance = stats.covariance.numpy()
+    assert np.array_equal(covariance, covariance.T)
+    np.testing.assert_allclose(covariance, np.cov(data, rowvar=False), rtol=1e-12, atol=1e-9)

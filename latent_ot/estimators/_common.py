@@ -67,6 +67,13 @@ def blend(transported: torch.Tensor, original: torch.Tensor, alpha: float) -> to
     return torch.lerp(transported, original.to(transported.dtype), alpha)
 
 
+def in_place_blend(transported: torch.Tensor, original: torch.Tensor, alpha: float) -> torch.Tensor:
+    """:func:`blend`, written into ``transported``: for a caller that owns it."""
+    if alpha == 0.0:
+        return transported
+    return transported.lerp_(original.to(transported.dtype), alpha)
+
+
 def stats_tensors(name: str, stats: GaussianStats) -> dict[str, torch.Tensor]:
     return {f"{name}.mean": stats.mean, f"{name}.scatter": stats.scatter}
 

@@ -14,10 +14,10 @@ from ..gaussian import GaussianMap, fit_gaussian_map, w2_distance
 from ..serialization import read_operator, write_operator
 from ..stats import GaussianStats
 from ._common import (
-    blend,
     check_alpha,
     check_rtol,
     check_stochastic,
+    in_place_blend,
     json_params,
     make_generator,
     stats_from,
@@ -310,9 +310,12 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         if alpha == 1.0:
             return samples.numpy().copy()
         generator = make_generator(self.random_state, samples.device)
-        return blend(self.transport_tensor(samples, generator), samples, alpha).numpy()
+        transported = self.transport_tensor(samples, generator)
+        return in_place_blend(transported, samples, alpha).numpy()
 
-    def transport_tensor(self, samples: torch.Tensor, generator: torch.Generator | None = None):
+    def transport_tensor(
+        self, samples: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Apply the fitted map (no ``alpha``) to the rows of a tensor, on its device.
 
         This is the one place the map is applied; :class:`LatentOTTransformer` calls it on

@@ -86,8 +86,10 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
     device : str or torch.device, default="auto"
         Where the autoencoder runs and the statistics live; ``"auto"`` picks CUDA when
         available.
-    dtype : torch.dtype or str, default=None
-        Compute dtype of the autoencoder (float32 when None); statistics are always float64.
+    dtype : torch.dtype, str or None, default="auto"
+        Compute dtype of the autoencoder: ``"auto"`` is float16 on CUDA (retried in float32
+        where it overflows) and float32 elsewhere; None is float32. Statistics are always
+        float64.
     batch_size : int, default=4
         Images encoded together; only images of equal size share a batch.
     sample_latent : bool, default=False
@@ -157,7 +159,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         stochastic="auto",
         fold_window="uniform",
         device="auto",
-        dtype=None,
+        dtype="auto",
         batch_size=4,
         sample_latent=False,
         patch_chunk_size=16384,
