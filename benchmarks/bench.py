@@ -3,14 +3,17 @@
 Prints, per autoencoder and image size: encode and decode seconds, ``transform`` seconds and
 its overhead ratio ``transform / (encode + decode)``, fit throughput against pure encode
 throughput (same batch size), ``transform`` throughput, and peak memory (CPU: max RSS of a
-fresh child process; GPU: ``torch.cuda.max_memory_allocated``, reset per case). Then writes
+fresh child process; GPU: ``torch.cuda.max_memory_allocated``, reset per case), also of
+``transform`` alone above the loaded model, tiled against untiled. Then writes
 a crop of a 1024 px photo decoded in tiles and in one pass, to look at the seams. Then the
 Gaussian stage, ``GaussianOTTransformer`` fit + transform, against POT's
 ``ot.da.LinearTransport`` on the same data: each library in its own child process, median of
 five runs after a warm-up.
 
-On the CPU every image measurement runs in its own child process, so peak memory is that
-case's alone; on a GPU they run in this process (peak memory is reset per case).
+The numbers of each ratio are timed in turns in one process (encode, decode, transform; fit,
+encode), best of ``--repeats`` rounds after a warm-up round. On the CPU every image
+measurement runs in its own child process, so peak memory is that case's alone; on a GPU
+they run in this process (peak memory is reset per case).
 
 Run: ``python benchmarks/bench.py`` (all cases, tens of minutes on 2 CPU cores), or pick
 cases with ``--autoencoders taef2 --sizes 512 1024 --skip-gaussian``; on a GPU
@@ -59,21 +62,37 @@ def build_autoencoder(name: str, device: str, dtype: str | None, shared: str):
 
 
 def timed(function, repeats: int) -> float:
-    """Best of ``repeats`` wall-clock seconds (after a warm-up call when ``repeats > 1``)."""
+    """Best of ``repeats`` wall-clock seconds, after a warm-up call."""
+    return interleaved({"function": function}, repeats)["function"]
+
+
+def interleaved(functions: dict, repeats: int) -> dict:
+    """Best wall-clock seconds of each function, run in turn ``repeats`` times after a warm-up.
+
+    Taking turns puts the numbers of a ratio in the same process at the same moment: on a
+    shared machine, run-to-run noise (10 to 20 % on a 2-core VM) would swamp a 1 %
+    difference. The warm-up round pays each shape's one-off setup (kernel choice, allocator
+    growth).
+    """
+    for function in functions.values():
+        function()
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(repeats):
+        for name, function in functions.items():
+            synchronize()
+            start = time.perf_counter()
+            function()
+            synchronize()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def synchronize() -> None:
+    """Wait for the GPU, if any, so that wall-clock times include its work."""
     import torch
 
-    if repeats > 1:
-        function()
-    best = float("inf")
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def run_image_case(case: dict) -> dict:
@@ -81,7 +100,10 @@ def run_image_case(case: dict) -> dict:
     import torch
 
     from latent_ot import LatentOTTransformer
+    from latent_ot.devices import keep_freed_cpu_memory
 
+    if case["keep_freed_memory"]:
+        keep_freed_cpu_memory()
     torch.manual_seed(0)
     size, device = case["size"], case["device"]
     if device.startswith("cuda"):
@@ -91,9 +113,7 @@ def run_image_case(case: dict) -> dict:
     image = torch.rand(1, 3, size, size, device=device)
     result = {}
     if case["what"] == "floor":
-        latents = autoencoder.encode(image)
-        result["encode_s"] = timed(lambda: autoencoder.encode(image), case["repeats"])
-        result["decode_s"] = timed(lambda: autoencoder.decode(latents), case["repeats"])
+        autoencoder.decode(autoencoder.encode(image))  # for the peak memory of the floor
     elif case["what"] == "transform":
         operator = LatentOTTransformer(
             vae=autoencoder,
@@ -105,7 +125,23 @@ def run_image_case(case: dict) -> dict:
         fit_images = [torch.rand(3, size, size) for _ in range(2)]
         operator.fit(fit_images, [torch.rand(3, size, size) ** 2 for _ in range(2)])
         pixels = image[0].cpu()
-        result["transform_s"] = timed(lambda: operator.transform(pixels), case["repeats"])
+        splits = []
+
+        def encode_then_decode():
+            start = time.perf_counter()
+            latents = autoencoder.encode(image)
+            synchronize()
+            middle = time.perf_counter()
+            autoencoder.decode(latents)
+            synchronize()
+            splits.append((middle - start, time.perf_counter() - middle))
+
+        # One function for the floor, as transform is one: the sum of the best encode and
+        # the best decode of different rounds would be lower than any real encode + decode.
+        functions = {"floor": encode_then_decode, "transform": lambda: operator.transform(pixels)}
+        best = interleaved(functions, case["repeats"])
+        result["encode_s"], result["decode_s"] = min(splits[1:], key=sum)  # [0]: warm-up
+        result["transform_s"] = best["transform"]
         batch = [torch.rand(3, size, size) for _ in range(case["n_images"])]
         if len(batch) > 1:
             seconds = timed(lambda: operator.transform(batch), case["repeats"])
@@ -119,29 +155,68 @@ def run_image_case(case: dict) -> dict:
             vae=autoencoder, device=device, dtype=autoencoder.dtype, batch_size=batch
         )
         batches = [torch.stack(images[i : i + batch]) for i in range(0, len(images), batch)]
-        # The first call of a new shape pays one-off setup (kernel choice, allocator growth):
-        # taken here, so that fit and the plain encode that follows are both timed warm.
-        autoencoder.encode(batches[0].to(device))
-        seconds = timed(lambda: operator.fit(images, images), 1)
-        result["fit_images_per_s"] = 2 * len(images) / seconds
-        encode_all = lambda: [autoencoder.encode(b.to(device)) for b in batches * 2]  # noqa: E731
-        result["encode_images_per_s"] = 2 * len(images) / timed(encode_all, 1)
+        functions = {
+            "fit": lambda: operator.fit(images, images),
+            "encode": lambda: [autoencoder.encode(b.to(device)) for b in batches * 2],
+        }
+        seconds = interleaved(functions, case["repeats"])
+        result["fit_images_per_s"] = 2 * len(images) / seconds["fit"]
+        result["encode_images_per_s"] = 2 * len(images) / seconds["encode"]
+    elif case["what"] == "memory":
+        # transform alone, tiled or in one pass. The statistics do not depend on the image
+        # size, so the fit runs on small images; then the peak is reset to what is held now.
+        operator = LatentOTTransformer(
+            vae=autoencoder, device=device, dtype=autoencoder.dtype, tile_size=case["tile_size"]
+        )
+        small = [torch.rand(3, 256, 256) for _ in range(2)]
+        operator.fit(small, [pixels**2 for pixels in small])
+        pixels = image[0].cpu()
+        held = reset_peak_memory(device)
+        operator.transform(pixels)
+        result["above_model_gb"] = peak_memory_gb(device) - held
     result["peak_memory_gb"] = peak_memory_gb(device)
     return result
 
 
 def peak_memory_gb(device: str) -> float:
+    """Peak since the start of the case or the last :func:`reset_peak_memory`, in GB."""
     import torch
 
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 1e9  # reset at the start of each case
+    if Path("/proc/self/status").exists():
+        return _process_status_kb("VmHWM") / 1e6
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def reset_peak_memory(device: str) -> float:
+    """Reset the peak to the memory held now, and return that, in GB."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 1e9
+    # Writing 5 to clear_refs resets the process's peak resident set size (Linux >= 4.0).
+    Path("/proc/self/clear_refs").write_text("5")
+    return _process_status_kb("VmRSS") / 1e6
+
+
+def _process_status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def run_gaussian_case(case: dict) -> dict:
     """One library's Gaussian stage, fit + transform, on the same seeded data; median seconds."""
     import numpy as np
 
+    from latent_ot.devices import keep_freed_cpu_memory
+
+    if case.get("keep_freed_memory"):
+        keep_freed_cpu_memory()
     rng = np.random.default_rng(0)
     dim, n = case["dim"], case["n"]
     source = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, dim)) / np.sqrt(dim)
@@ -198,21 +273,30 @@ def image_rows(args) -> list[dict]:
                 "shared": str(args.shared),
                 "batch_size": args.batch_size,
                 "n_images": args.fit_images,
+                "keep_freed_memory": args.keep_freed_memory,
             }
-            floor = run({**base, "what": "floor", "repeats": args.repeats})
+            floor = run({**base, "what": "floor"})
             transform = run({**base, "what": "transform", "repeats": args.repeats})
-            fit = run({**base, "what": "fit"})
+            fit = run({**base, "what": "fit", "repeats": args.repeats})
+            memory = {}
+            if not args.skip_untiled:
+                for tiling, tile_size in (("tiled", "auto"), ("untiled", None)):
+                    case = {**base, "what": "memory", "tile_size": tile_size}
+                    memory[f"{tiling}_above_model_gb"] = run(case)["above_model_gb"]
             row = {
                 **base,
-                **floor,
+                "encode_s": transform["encode_s"],
+                "decode_s": transform["decode_s"],
                 "transform_s": transform["transform_s"],
                 "transform_images_per_s": transform["transform_images_per_s"],
-                "overhead": transform["transform_s"] / (floor["encode_s"] + floor["decode_s"]),
+                "overhead": transform["transform_s"]
+                / (transform["encode_s"] + transform["decode_s"]),
                 "floor_peak_gb": floor["peak_memory_gb"],
                 "transform_peak_gb": transform["peak_memory_gb"],
                 "fit_images_per_s": fit["fit_images_per_s"],
                 "encode_images_per_s": fit["encode_images_per_s"],
                 "fit_vs_encode": fit["fit_images_per_s"] / fit["encode_images_per_s"],
+                **memory,
             }
             rows.append(row)
             print_row(row)
@@ -229,12 +313,25 @@ def print_row(row: dict) -> None:
         f"peak {row['transform_peak_gb']:.2f} GB (floor {row['floor_peak_gb']:.2f} GB)",
         flush=True,
     )
+    if "untiled_above_model_gb" in row:
+        tiled, untiled = row["tiled_above_model_gb"], row["untiled_above_model_gb"]
+        print(
+            f"{'':>6} {row['size']:>5} px  transform memory above the model: tiled "
+            f"{tiled:.2f} GB, untiled {untiled:.2f} GB ({tiled / untiled:.2f}x)",
+            flush=True,
+        )
 
 
 def gaussian_rows(args) -> list[dict]:
     rows = []
     for dim in args.dims:
-        case = {"gaussian": True, "dim": dim, "n": args.n, "repeats": 5}
+        case = {
+            "gaussian": True,
+            "dim": dim,
+            "n": args.n,
+            "repeats": 5,
+            "keep_freed_memory": args.keep_freed_memory,
+        }
         ours = in_child({**case, "library": "latent-ot"})
         pot = in_child({**case, "library": "pot"})
         row = {
@@ -316,7 +413,9 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[512, 1024, 2048])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="autoencoder dtype, e.g. float16 on CUDA")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="timed rounds after the warm-up (best is kept)"
+    )
     parser.add_argument("--fit-images", type=int, default=3, help="images per set in fit")
     parser.add_argument("--batch-size", type=int, default=1, help="images encoded together")
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
@@ -328,9 +427,20 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--dims", nargs="+", type=int, default=[36, 288, 800])
     parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="run every case as the latent-ot command does, with freed memory kept for reuse "
+        "(latent_ot.devices.keep_freed_cpu_memory)",
+    )
     parser.add_argument("--skip-images", action="store_true")
     parser.add_argument("--skip-gaussian", action="store_true")
     parser.add_argument("--skip-seams", action="store_true")
+    parser.add_argument(
+        "--skip-untiled",
+        action="store_true",
+        help="skip the memory of transform tiled against untiled (one more pass per row)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.child:

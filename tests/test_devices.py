@@ -1,10 +1,16 @@
-"""The device and dtype rules: "auto" per machine, LOCAL_RANK, and errors naming the argument."""
+"""The device and dtype rules ("auto" per machine, LOCAL_RANK, errors naming the argument), and
+the CPU allocator setting."""
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from latent_ot import LatentOTTransformer
-from latent_ot.devices import resolve_device, resolve_dtype
+from latent_ot.devices import keep_freed_cpu_memory, resolve_device, resolve_dtype
 
 
 def test_auto_device_is_the_cpu_without_cuda_and_the_rank_gpu_with_it(monkeypatch):
@@ -54,3 +60,53 @@ def test_the_estimator_defaults_to_auto_which_is_float32_on_the_cpu():
     assert dot._autoencoder().dtype == torch.float32
     with pytest.raises(ValueError, match="dtype must be"):
         LatentOTTransformer(vae="pixel", device="cpu", dtype="int8")._autoencoder()
+
+
+# The probe runs in a child process: the setting is process-wide, and must not touch the suite's.
+FREED_MEMORY_PROBE = """
+import sys
+from pathlib import Path
+
+from latent_ot.devices import keep_freed_cpu_memory
+
+
+def resident_mib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+
+applied = keep_freed_cpu_memory() if sys.argv[1] == "keep" else None
+before = resident_mib()
+block = bytearray(256 * 2**20)
+block[:: 4096] = bytes(len(block) // 4096)  # every page written: resident for sure
+del block
+print(applied, resident_mib() - before)
+"""
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists() or platform.libc_ver()[0] != "glibc",
+    reason="needs Linux with glibc",
+)
+def test_keep_freed_cpu_memory_keeps_a_freed_block_resident_for_reuse():
+    def probe(mode):
+        result = subprocess.run(
+            [sys.executable, "-c", FREED_MEMORY_PROBE, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        applied, kept_mib = result.stdout.split()
+        return applied, float(kept_mib)
+
+    # By default glibc hands a 256 MiB block back to the system as soon as it is freed.
+    assert probe("default") == ("None", pytest.approx(0, abs=32))
+    applied, kept_mib = probe("keep")
+    assert applied == "True"
+    assert kept_mib == pytest.approx(256, abs=32)
+
+
+def test_keep_freed_cpu_memory_leaves_other_systems_alone(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert keep_freed_cpu_memory() is False

@@ -254,6 +254,24 @@ def test_same_random_state_gives_the_same_output(tiny_models_dir):
     assert not np.array_equal(first.transform(restored[0]), other.transform(restored[0]))
 
 
+def test_nothing_is_printed_unless_verbose(tiny_models_dir, capfd, recwarn):
+    # bfloat16: the model is also cast to another dtype on loading.
+    vae = tiny_models_dir / "sd-vae-ft-mse"
+    restored = random_images(13, [(32, 32)] * 3)
+    natural = random_images(14, [(32, 32), (24, 40)])
+    dot = LatentOTTransformer(vae=vae, dtype="bfloat16", batch_size=2)
+    dot.fit(restored, natural).transform(restored)
+    dot.sweep(restored[0], [0.0, 0.5])
+    assert capfd.readouterr() == ("", "")
+    assert [str(warning.message) for warning in recwarn] == []
+
+    dot.set_params(verbose=True).fit(restored, natural).transform(restored)
+    printed = capfd.readouterr()
+    assert printed.out == ""
+    for bar in ("encoding restored", "encoding natural", "transporting"):
+        assert bar in printed.err
+
+
 # -- scikit-learn integration ----------------------------------------------------------------------
 
 
