@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .devices import resolve_dtype
+from .devices import resolve_dtype, reusing_freed_cpu_memory
 from .exceptions import AutoencoderNotFoundError
 
 __all__ = [
@@ -385,7 +385,8 @@ class Autoencoder(ABC):
         kind = "images" if what == "encode" else "latents"
         if not torch.isfinite(inputs).all():
             raise ValueError(f"{kind} must be finite: they hold NaN or infinite values")
-        with torch.inference_mode():
+        # On the CPU the pass reuses the memory it frees, instead of fresh pages per layer.
+        with reusing_freed_cpu_memory(self.device), torch.inference_mode():
             outputs = run(inputs.to(device=self.device, dtype=self.dtype), *args)
             if torch.isfinite(outputs).all():
                 return outputs
@@ -400,7 +401,7 @@ class Autoencoder(ABC):
             )
             self._move(self.device, torch.float32)
             try:
-                with torch.inference_mode():
+                with reusing_freed_cpu_memory(self.device), torch.inference_mode():
                     outputs = run(inputs.to(device=self.device, dtype=torch.float32), *args)
             finally:
                 self._move(self.device, self.dtype)

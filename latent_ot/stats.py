@@ -65,14 +65,17 @@ class GaussianStats:
 
     @classmethod
     def from_samples(
-        cls, samples: Tensor, *, device: str | torch.device | None = None
+        cls, samples: Tensor, *, device: str | torch.device | None = None, name: str = "samples"
     ) -> GaussianStats:
-        """Statistics of the rows of a 2-D tensor (on ``device``, default: the tensor's)."""
+        """Statistics of the rows of a 2-D tensor (on ``device``, default: the tensor's).
+
+        ``name`` is what error messages call the samples.
+        """
         samples = torch.as_tensor(samples)
         if samples.ndim != 2:
-            raise ValueError(f"samples must be 2-D (n, d), got shape {tuple(samples.shape)}")
+            raise ValueError(f"{name} must be 2-D (n, d), got shape {tuple(samples.shape)}")
         stats = cls(samples.shape[1], device=samples.device if device is None else device)
-        return stats.update(samples)
+        return stats.update(samples, name=name)
 
     @classmethod
     def from_state(cls, count: int, mean: Tensor, scatter: Tensor) -> GaussianStats:
@@ -108,8 +111,8 @@ class GaussianStats:
             )
         return self.scatter / (self.count - 1)
 
-    def update(self, batch: Tensor) -> GaussianStats:
-        """Add the rows of ``batch`` (n, d). Returns ``self``.
+    def update(self, batch: Tensor, *, name: str = "batch") -> GaussianStats:
+        """Add the rows of ``batch`` (n, d), called ``name`` in error messages. Returns ``self``.
 
         The batch is read in chunks of bounded size (its float64 copy is never made whole),
         so a float32 batch of any length costs no more than itself plus one chunk. The state
@@ -119,21 +122,21 @@ class GaussianStats:
         batch = torch.as_tensor(batch)
         if batch.ndim != 2 or batch.shape[1] != self.n_features:
             raise ValueError(
-                f"batch must have shape (n, {self.n_features}), got {tuple(batch.shape)}"
+                f"{name} must have shape (n, {self.n_features}), got {tuple(batch.shape)}"
             )
         if batch.shape[0] == 0:
             return self
         scatter, residual, shift = _shifted_sums(batch, self.device)
         # A NaN or infinity anywhere in the batch reaches this sum: checking d numbers, not n d.
         if not bool(torch.isfinite(residual).all()):
-            raise ValueError("batch contains NaN or infinity")
+            raise ValueError(f"{name} contains NaN or infinity")
         # The shift is close to the mean, not the mean: correct both, as the two-pass
         # algorithm does, with no second pass over the data.
         count = batch.shape[0]
         correction = residual / count
         scatter -= torch.outer(correction, correction) * count
         if not bool(torch.isfinite(scatter).all()):
-            raise ValueError("batch values are too large: their scatter overflows float64")
+            raise ValueError(f"{name} values are too large: their scatter overflows float64")
         self._combine(count, shift + correction, scatter)
         return self
 

@@ -1,16 +1,25 @@
 """The device and dtype rules ("auto" per machine, LOCAL_RANK, errors naming the argument), and
-the CPU allocator setting."""
+the CPU allocator settings: for a block of work and for the whole process."""
 
+import contextlib
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from latent_ot import LatentOTTransformer
-from latent_ot.devices import keep_freed_cpu_memory, resolve_device, resolve_dtype
+from latent_ot import LatentOTTransformer, autoencoders
+from latent_ot.devices import (
+    keep_freed_cpu_memory,
+    resolve_device,
+    resolve_dtype,
+    reusing_freed_cpu_memory,
+)
+from latent_ot.estimators import latent_transport
 
 
 def test_auto_device_is_the_cpu_without_cuda_and_the_rank_gpu_with_it(monkeypatch):
@@ -62,12 +71,13 @@ def test_the_estimator_defaults_to_auto_which_is_float32_on_the_cpu():
         LatentOTTransformer(vae="pixel", device="cpu", dtype="int8")._autoencoder()
 
 
-# The probe runs in a child process: the setting is process-wide, and must not touch the suite's.
+# The probes run in a child process: the settings are process-wide, and must not touch the
+# suite's. Each prints how many MiB of a freed 256 MiB block stay resident.
 FREED_MEMORY_PROBE = """
 import sys
 from pathlib import Path
 
-from latent_ot.devices import keep_freed_cpu_memory
+from latent_ot.devices import keep_freed_cpu_memory, reusing_freed_cpu_memory
 
 
 def resident_mib():
@@ -76,35 +86,102 @@ def resident_mib():
             return int(line.split()[1]) / 1024
 
 
-applied = keep_freed_cpu_memory() if sys.argv[1] == "keep" else None
-before = resident_mib()
-block = bytearray(256 * 2**20)
-block[:: 4096] = bytes(len(block) // 4096)  # every page written: resident for sure
-del block
-print(applied, resident_mib() - before)
+def kept_after_free():
+    before = resident_mib()
+    block = bytearray(256 * 2**20)
+    block[:: 4096] = bytes(len(block) // 4096)  # every page written: resident for sure
+    del block
+    return round(resident_mib() - before)
+
+
+if sys.argv[1] == "block":
+    before = resident_mib()
+    with reusing_freed_cpu_memory() as reusing:
+        with reusing_freed_cpu_memory():
+            pass  # an inner block ending must not end the outer one
+        inside = kept_after_free()
+    print(reusing, inside, round(resident_mib() - before))
+else:
+    applied = keep_freed_cpu_memory() if sys.argv[1] == "keep" else None
+    print(applied, kept_after_free())
 """
 
-
-@pytest.mark.skipif(
+needs_glibc = pytest.mark.skipif(
     not Path("/proc/self/status").exists() or platform.libc_ver()[0] != "glibc",
     reason="needs Linux with glibc",
 )
-def test_keep_freed_cpu_memory_keeps_a_freed_block_resident_for_reuse():
-    def probe(mode):
-        result = subprocess.run(
-            [sys.executable, "-c", FREED_MEMORY_PROBE, mode],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        applied, kept_mib = result.stdout.split()
-        return applied, float(kept_mib)
 
+
+def probe_freed_memory(mode: str, **environment: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", FREED_MEMORY_PROBE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **environment},
+    )
+    return result.stdout.split()
+
+
+@needs_glibc
+def test_keep_freed_cpu_memory_keeps_a_freed_block_resident_for_reuse():
     # By default glibc hands a 256 MiB block back to the system as soon as it is freed.
-    assert probe("default") == ("None", pytest.approx(0, abs=32))
-    applied, kept_mib = probe("keep")
+    applied, kept_mib = probe_freed_memory("default")
+    assert (applied, float(kept_mib)) == ("None", pytest.approx(0, abs=32))
+    applied, kept_mib = probe_freed_memory("keep")
     assert applied == "True"
-    assert kept_mib == pytest.approx(256, abs=32)
+    assert float(kept_mib) == pytest.approx(256, abs=32)
+
+
+@needs_glibc
+def test_a_reuse_block_keeps_freed_memory_inside_and_gives_it_back_at_its_end():
+    reusing, inside_mib, after_mib = probe_freed_memory("block")
+    assert reusing == "True"
+    assert float(inside_mib) == pytest.approx(256, abs=32)  # kept, though an inner block ended
+    assert float(after_mib) == pytest.approx(0, abs=32)  # malloc_trim gave it back
+
+
+@needs_glibc
+def test_a_reuse_block_leaves_the_users_own_malloc_settings_alone():
+    # 128 KiB is glibc's default top pad: the setting itself changes nothing, choosing it does.
+    reusing, inside_mib, _ = probe_freed_memory("block", MALLOC_TOP_PAD_="131072")
+    assert (reusing, float(inside_mib)) == ("False", pytest.approx(0, abs=32))
+
+
+def test_a_reuse_block_does_nothing_off_the_cpu_or_off_glibc(monkeypatch):
+    with reusing_freed_cpu_memory(torch.device("cuda")) as reusing:
+        assert reusing is False
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with reusing_freed_cpu_memory("cpu") as reusing:
+        assert reusing is False
+
+
+def test_fit_and_transform_each_run_their_autoencoder_passes_in_one_reuse_block(monkeypatch):
+    depth, outer_blocks, pass_depths = [0], [], []
+
+    @contextlib.contextmanager
+    def recording(device="cpu"):
+        assert torch.device(device).type == "cpu"
+        depth[0] += 1
+        outer_blocks.append(depth[0] == 1)
+        try:
+            yield True
+        finally:
+            depth[0] -= 1
+
+    def recording_in_a_pass(device="cpu"):
+        pass_depths.append(depth[0] + 1)
+        return recording(device)
+
+    monkeypatch.setattr(latent_transport, "reusing_freed_cpu_memory", recording)
+    monkeypatch.setattr(autoencoders, "reusing_freed_cpu_memory", recording_in_a_pass)
+    rng = np.random.default_rng(0)
+    images = [rng.random((16, 16, 3)) for _ in range(3)]
+    dot = LatentOTTransformer(vae="pixel", batch_size=1).fit(images, images[:2])
+    assert outer_blocks.count(True) == 1 and pass_depths == [2] * 5  # 5 batches, one block
+    outer_blocks.clear(), pass_depths.clear()
+    dot.transform(images)
+    assert outer_blocks.count(True) == 1 and pass_depths == [2] * 6  # encode + decode x 3
 
 
 def test_keep_freed_cpu_memory_leaves_other_systems_alone(monkeypatch):

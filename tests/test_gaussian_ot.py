@@ -232,13 +232,13 @@ def test_pipeline_routes_the_target_to_the_transport_step():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"X": [[0.0, np.nan], [1.0, 2.0]]}, ValueError, "X contains NaN"),
-        ({"X": [[0.0, np.inf], [1.0, 2.0]]}, ValueError, "X contains infinity"),
+        ({"X": [[0.0, np.nan], [1.0, 2.0]]}, ValueError, "X contains NaN or infinity"),
+        ({"X": [[0.0, np.inf], [1.0, 2.0]]}, ValueError, "X contains NaN or infinity"),
         ({"X": [1.0, 2.0, 3.0]}, ValueError, "Expected 2D array"),
         ({"X": [[1.0, 2.0]]}, ValueError, "X has 1 sample"),
         ({"target": [[1.0, 2.0, 3.0]] * 3}, ValueError, "target has 3 features, but X has 2"),
         ({"target": [[1.0, 2.0]]}, ValueError, "target has 1 sample"),
-        ({"target": [[1.0, np.nan]] * 3}, ValueError, "target contains NaN"),
+        ({"target": [[1.0, np.nan]] * 3}, ValueError, "target contains NaN or infinity"),
     ],
 )
 def test_bad_fit_input_names_the_argument(kwargs, error, match):

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..autoencoders import load_autoencoder
-from ..devices import resolve_device
+from ..devices import resolve_device, reusing_freed_cpu_memory
 from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
 from ..exceptions import IncompatibleAutoencoderError
 from ..io import ImageItem, ImageSource, batch_name, batches_by_size, crop_to, pad_to_multiple
@@ -233,12 +233,14 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             self._check_compatible(autoencoder)
         sides = {name: images for name, images in (("restored", restored), ("natural", natural))}
         try:
-            if synchronizing():
-                self._accumulate_across_ranks(sides, autoencoder)
-            else:
-                for name, images in sides.items():
-                    if images is not None:
-                        self._accumulate(name, images, autoencoder)
+            # One block for all batches: memory freed by one is reused by the next.
+            with reusing_freed_cpu_memory(autoencoder.device):
+                if synchronizing():
+                    self._accumulate_across_ranks(sides, autoencoder)
+                else:
+                    for name, images in sides.items():
+                        if images is not None:
+                            self._accumulate(name, images, autoencoder)
         finally:
             self._fit_transport()
         return self
@@ -381,19 +383,26 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self._check_compatible(autoencoder)
         generator = make_generator(self.random_state, autoencoder.device)
         latent_generator = self._latent_generator(autoencoder)
-        for group in _indexed_batches(source, self.batch_size, self.verbose, "transporting"):
-            originals = _stack_pixels(group, autoencoder.device)
-            transported = self._transport_pixels(
-                originals, group, autoencoder, generator, latent_generator
-            )
-            for alpha, per_alpha in zip(alphas, outputs, strict=True):
-                if alpha == 1.0:  # the inputs themselves, bit for bit
-                    for index, item in group:
-                        per_alpha[index] = item.original()
-                    continue
-                blended = blend(transported, originals, alpha)
-                for k, (index, item) in enumerate(group):
-                    per_alpha[index] = item.to_output(blended[k])
+        batches = _indexed_batches(source, self.batch_size, self.verbose, "transporting")
+        with reusing_freed_cpu_memory(autoencoder.device):
+            for group in batches:
+                originals = _stack_pixels(group, autoencoder.device)
+                transported = self._transport_pixels(
+                    originals, group, autoencoder, generator, latent_generator
+                )
+                self._collect_outputs(group, originals, transported, alphas, outputs)
+
+    @staticmethod
+    def _collect_outputs(group, originals, transported, alphas: list[float], outputs) -> None:
+        """Blend a batch's transported images with its originals for each alpha."""
+        for alpha, per_alpha in zip(alphas, outputs, strict=True):
+            if alpha == 1.0:  # the inputs themselves, bit for bit
+                for index, item in group:
+                    per_alpha[index] = item.original()
+                continue
+            blended = blend(transported, originals, alpha)
+            for k, (index, item) in enumerate(group):
+                per_alpha[index] = item.to_output(blended[k])
 
     def _transport_pixels(
         self, pixels, group, autoencoder, generator, latent_generator
