@@ -100,7 +100,7 @@ def run_image_case(case: dict) -> dict:
     import torch
 
     from latent_ot import LatentOTTransformer
-    from latent_ot.devices import keep_freed_cpu_memory, reusing_freed_cpu_memory
+    from latent_ot.devices import keep_freed_cpu_memory
 
     if case["keep_freed_memory"]:
         keep_freed_cpu_memory()
@@ -115,7 +115,7 @@ def run_image_case(case: dict) -> dict:
     # The floor gets what fit and transform get: on the CPU, memory that one autoencoder pass
     # frees is reused by the next (encode, then decode; batch after batch).
     if case["what"] == "floor":
-        with reusing_freed_cpu_memory(device):
+        with autoencoder.reusing_freed_memory():
             autoencoder.decode(autoencoder.encode(image))  # for the peak memory of the floor
     elif case["what"] == "transform":
         operator = LatentOTTransformer(
@@ -132,7 +132,7 @@ def run_image_case(case: dict) -> dict:
 
         def encode_then_decode():
             start = time.perf_counter()
-            with reusing_freed_cpu_memory(device):
+            with autoencoder.reusing_freed_memory():
                 latents = autoencoder.encode(image)
                 synchronize()
                 middle = time.perf_counter()
@@ -184,9 +184,7 @@ def run_image_case(case: dict) -> dict:
 
 def encode_all(autoencoder, batches: list, device: str) -> None:
     """A plain encode of every batch, in one block of memory reuse as ``fit`` has."""
-    from latent_ot.devices import reusing_freed_cpu_memory
-
-    with reusing_freed_cpu_memory(device):
+    with autoencoder.reusing_freed_memory():
         for batch in batches:
             autoencoder.encode(batch.to(device))
 
@@ -443,7 +441,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--keep-freed-memory",
         action="store_true",
-        help="run every case as the latent-ot command does, with freed memory kept for reuse "
+        help="run every case with freed memory kept for reuse for the whole process "
         "(latent_ot.devices.keep_freed_cpu_memory)",
     )
     parser.add_argument("--skip-images", action="store_true")

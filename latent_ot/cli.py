@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .autoencoders import MODELS_DIR_ENV, PRESETS, load_autoencoder
 from .demo import DEMO_PHOTOS, degrade_and_restore, sample_photos
-from .devices import keep_freed_cpu_memory, resolve_device
+from .devices import resolve_device
 from .estimators import LatentOTTransformer
 from .exceptions import AutoencoderNotFoundError, IncompatibleAutoencoderError
 from .folders import expand_inputs, save_image_atomically, shard, transform_files
@@ -66,22 +66,6 @@ _MIN_DEMO_IMAGES = 4  # two to fit on, two to transform (FID-like metrics need t
 
 # --------------------------------------------------------------------------------------------
 # Entry point
-
-
-def command() -> int:
-    """Run the installed ``latent-ot`` command (and ``python -m latent_ot``).
-
-    The process is the command's own, so it first keeps freed memory for reuse
-    (:func:`~latent_ot.devices.keep_freed_cpu_memory`: CPU autoencoders run up to 1.8x
-    faster), then runs :func:`main` on ``sys.argv``.
-
-    Returns
-    -------
-    int
-        The exit status of :func:`main`.
-    """
-    keep_freed_cpu_memory()
-    return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

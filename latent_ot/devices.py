@@ -84,8 +84,8 @@ def resolve_dtype(dtype: Any, device: torch.device | str, *, name: str = "dtype"
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _C_INT_MAX = 2**31 - 1
-# Where glibc's adaptive thresholds end up once blocks of 32 MiB and more have been freed (its
-# DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems, and twice that), as an autoencoder pass frees.
+# The most that glibc's adaptive thresholds grow to (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+# systems, and twice that), near where the blocks an autoencoder pass frees take them.
 _MMAP_THRESHOLD_GROWN = 32 * 2**20
 _TRIM_THRESHOLD_GROWN = 2 * _MMAP_THRESHOLD_GROWN
 # Settings by which a user chooses glibc's allocator behaviour; where one is set, it stays.
@@ -130,16 +130,17 @@ def keep_freed_cpu_memory() -> bool:
     times per image. glibc's ``malloc`` gives blocks that large back to the system at once,
     so every new one arrives as fresh pages that the kernel must zero: on a 2-core machine a
     third of the autoencoder's time (TAEF2 at 1024 px, encode + decode: 16.6 s with glibc's
-    defaults, 9.3 s with this setting; ``benchmarks/README.md``). This call sets the two
-    thresholds that decide it, as the environment variables ``MALLOC_MMAP_THRESHOLD_`` and
-    ``MALLOC_TRIM_THRESHOLD_`` do, so that freed blocks are reused.
+    defaults, 9.3 s with this setting). This call sets the two thresholds that decide it, as
+    the environment variables ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` do,
+    so that freed blocks are reused.
 
-    The library already does this for the duration of each autoencoder pass on the CPU
-    (:func:`reusing_freed_cpu_memory`) and gives the memory back after it; this call makes
-    it permanent for the whole process, so that memory also stays between passes (the
-    ``latent-ot`` command does it for its own process). The cost is that resident memory
-    stays at its peak instead of shrinking between images. Elsewhere (macOS, Windows, musl)
-    it does nothing; where jemalloc or tcmalloc is preloaded, the setting has no effect.
+    The library already does this while its calls run, for the TAESD-family autoencoders
+    (:func:`reusing_freed_cpu_memory`), and gives the memory back after them; this call
+    makes it permanent for the whole process and every autoencoder, so that memory also
+    stays between calls. The cost is that resident memory stays at its peak instead of
+    shrinking between images, and with the Stable Diffusion VAE that peak grows: 3.6 GB
+    above the model instead of 1.3 GB for a tiled 1024 px image. Elsewhere (macOS, Windows,
+    musl) it does nothing; where jemalloc or tcmalloc is preloaded, it has no effect.
 
     Returns
     -------
@@ -164,13 +165,15 @@ def keep_freed_cpu_memory() -> bool:
 def reusing_freed_cpu_memory(device: torch.device | str = "cpu") -> Iterator[bool]:
     """Within the block, keep memory that is freed for reuse; give it back to the system after.
 
-    Every autoencoder pass on the CPU runs inside this block, and so do the ``fit`` and
-    ``transform`` calls of :class:`~latent_ot.LatentOTTransformer` as a whole. Without it,
-    glibc returns each freed activation of more than 32 MiB to the system, and the next
-    one arrives as fresh pages that the kernel zeroes: millions of page faults per large
-    image (see :func:`keep_freed_cpu_memory`). Inside it, freed memory is reused; at the
-    end, ``malloc_trim`` returns what is free to the system, so the process does not stay
-    at its peak.
+    Autoencoder passes on the CPU run inside this block, and so do the ``fit`` and
+    ``transform`` calls of :class:`~latent_ot.LatentOTTransformer` as a whole
+    (:meth:`~latent_ot.autoencoders.Autoencoder.reusing_freed_memory`: all adapters but the
+    Stable Diffusion VAE's, whose heap would grow too large). Without it, glibc returns each
+    freed activation of more than 32 MiB to the system, and the next one arrives as fresh
+    pages that the kernel zeroes: millions of page faults per large image (see
+    :func:`keep_freed_cpu_memory`). Inside it, freed memory is reused; at the end,
+    ``malloc_trim`` returns what is free to the system, so the process does not stay at its
+    peak.
 
     glibc's allocator adapts its thresholds to the blocks a program frees, and no call
     restores that adaptation once they are set: after the block they are left where it

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latent_ot import LatentOTTransformer, cli
+from latent_ot import LatentOTTransformer
 from latent_ot.autoencoders import MODELS_DIR_ENV
 from latent_ot.cli import main, resolve_vae
 from latent_ot.metrics import evaluate
@@ -390,12 +390,3 @@ def test_python_dash_m_runs_the_command(tmp_path):
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
     assert not (tmp_path / "o").exists()
-
-
-def test_the_installed_command_keeps_freed_memory_then_runs_main(monkeypatch, capsys):
-    calls = []
-    monkeypatch.setattr(cli, "keep_freed_cpu_memory", lambda: calls.append("kept"))
-    monkeypatch.setattr(sys, "argv", ["latent-ot", "--version"])
-    assert cli.command() == 0
-    assert calls == ["kept"]
-    assert capsys.readouterr().out.startswith("latent-ot ")

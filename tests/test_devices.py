@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from latent_ot import LatentOTTransformer, autoencoders
+from latent_ot.autoencoders import PixelAutoencoder, load_autoencoder
 from latent_ot.devices import (
     keep_freed_cpu_memory,
     resolve_device,
     resolve_dtype,
     reusing_freed_cpu_memory,
 )
-from latent_ot.estimators import latent_transport
 
 
 def test_auto_device_is_the_cpu_without_cuda_and_the_rank_gpu_with_it(monkeypatch):
@@ -143,47 +143,46 @@ def test_a_reuse_block_keeps_freed_memory_inside_and_gives_it_back_at_its_end():
 
 @needs_glibc
 def test_a_reuse_block_leaves_the_users_own_malloc_settings_alone():
-    # 128 KiB is glibc's default top pad: the setting itself changes nothing, choosing it does.
+    # Any malloc setting of the user's turns the block off; here glibc's default top pad.
     reusing, inside_mib, _ = probe_freed_memory("block", MALLOC_TOP_PAD_="131072")
     assert (reusing, float(inside_mib)) == ("False", pytest.approx(0, abs=32))
 
 
-def test_a_reuse_block_does_nothing_off_the_cpu_or_off_glibc(monkeypatch):
+def test_the_allocator_settings_do_nothing_off_the_cpu_or_off_glibc(monkeypatch):
     with reusing_freed_cpu_memory(torch.device("cuda")) as reusing:
         assert reusing is False
     monkeypatch.setattr(sys, "platform", "darwin")
     with reusing_freed_cpu_memory("cpu") as reusing:
         assert reusing is False
+    assert keep_freed_cpu_memory() is False
 
 
 def test_fit_and_transform_each_run_their_autoencoder_passes_in_one_reuse_block(monkeypatch):
-    depth, outer_blocks, pass_depths = [0], [], []
+    depth, depths_entered = [0], []
 
     @contextlib.contextmanager
     def recording(device="cpu"):
         assert torch.device(device).type == "cpu"
         depth[0] += 1
-        outer_blocks.append(depth[0] == 1)
+        depths_entered.append(depth[0])
         try:
             yield True
         finally:
             depth[0] -= 1
 
-    def recording_in_a_pass(device="cpu"):
-        pass_depths.append(depth[0] + 1)
-        return recording(device)
-
-    monkeypatch.setattr(latent_transport, "reusing_freed_cpu_memory", recording)
-    monkeypatch.setattr(autoencoders, "reusing_freed_cpu_memory", recording_in_a_pass)
+    monkeypatch.setattr(autoencoders, "reusing_freed_cpu_memory", recording)
     rng = np.random.default_rng(0)
     images = [rng.random((16, 16, 3)) for _ in range(3)]
     dot = LatentOTTransformer(vae="pixel", batch_size=1).fit(images, images[:2])
-    assert outer_blocks.count(True) == 1 and pass_depths == [2] * 5  # 5 batches, one block
-    outer_blocks.clear(), pass_depths.clear()
+    assert depths_entered == [1] + [2] * 5  # one block for the call, 5 encodes inside it
+    depths_entered.clear()
     dot.transform(images)
-    assert outer_blocks.count(True) == 1 and pass_depths == [2] * 6  # encode + decode x 3
+    assert depths_entered == [1] + [2] * 6  # encode + decode of 3 batches
 
 
-def test_keep_freed_cpu_memory_leaves_other_systems_alone(monkeypatch):
-    monkeypatch.setattr(sys, "platform", "darwin")
-    assert keep_freed_cpu_memory() is False
+def test_the_sd_vae_does_not_keep_freed_memory(tiny_kl_model):
+    kl = load_autoencoder(tiny_kl_model)
+    with kl.reusing_freed_memory() as reusing:
+        assert reusing is False
+    with PixelAutoencoder().reusing_freed_memory() as reusing:
+        assert reusing is (platform.libc_ver()[0] == "glibc" and sys.platform == "linux")

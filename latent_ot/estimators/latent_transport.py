@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..autoencoders import load_autoencoder
-from ..devices import resolve_device, reusing_freed_cpu_memory
+from ..devices import resolve_device
 from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
 from ..exceptions import IncompatibleAutoencoderError
 from ..io import ImageItem, ImageSource, batch_name, batches_by_size, crop_to, pad_to_multiple
@@ -234,7 +234,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         sides = {name: images for name, images in (("restored", restored), ("natural", natural))}
         try:
             # One block for all batches: memory freed by one is reused by the next.
-            with reusing_freed_cpu_memory(autoencoder.device):
+            with autoencoder.reusing_freed_memory():
                 if synchronizing():
                     self._accumulate_across_ranks(sides, autoencoder)
                 else:
@@ -384,7 +384,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         generator = make_generator(self.random_state, autoencoder.device)
         latent_generator = self._latent_generator(autoencoder)
         batches = _indexed_batches(source, self.batch_size, self.verbose, "transporting")
-        with reusing_freed_cpu_memory(autoencoder.device):
+        with autoencoder.reusing_freed_memory():
             for group in batches:
                 originals = _stack_pixels(group, autoencoder.device)
                 transported = self._transport_pixels(
