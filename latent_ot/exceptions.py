@@ -13,6 +13,7 @@ __all__ = [
     "AutoencoderNotFoundError",
     "ImageReadError",
     "IncompatibleAutoencoderError",
+    "MetricSkippedWarning",
     "NotFittedError",
     "OperatorFileError",
 ]
@@ -32,3 +33,24 @@ class IncompatibleAutoencoderError(ValueError):
 
 class OperatorFileError(ValueError):
     """A file is not a readable latent-ot operator: foreign, truncated, tampered or too new."""
+
+
+class MetricSkippedWarning(UserWarning):
+    """A metric was left out of an evaluation: what it needs is missing here.
+
+    Attributes
+    ----------
+    metric : str
+        The metric's name, as in :data:`latent_ot.metrics.METRICS`.
+    reason : str
+        Why it could not be computed (one line: the missing package or network).
+    remedy : str
+        What to install or pass to get it.
+    """
+
+    def __init__(self, metric: str, reason: str, remedy: str = "") -> None:
+        self.metric = metric
+        self.reason = reason
+        self.remedy = remedy
+        text = f"{metric} skipped: {reason}"
+        super().__init__(f"{text}; {remedy}" if remedy else text)

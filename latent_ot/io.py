@@ -42,14 +42,13 @@ import errno
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .exceptions import ImageReadError
@@ -350,137 +349,6 @@ class ImageSource:
                 yield _file_label(f"{self.name}[{index}]", element), element
 
 
-def batches_by_size(
-    entries: Iterable[T], batch_size: int, *, pixels: Callable[[T], torch.Tensor]
-) -> Iterator[list[T]]:
-    """Group entries whose images have equal size and device into batches of ``batch_size``.
-
-    Images of different sizes cannot be stacked; this groups them as they stream by. At most
-    ``2 * batch_size`` entries wait for companions of their size: when more do, the largest
-    group leaves early, so memory stays bounded on folders of all-different sizes.
-
-    Parameters
-    ----------
-    entries : iterable
-        Anything that carries an image, e.g. ``(index, ImageItem)`` pairs.
-    batch_size : int
-    pixels : callable
-        Gives the ``C x H x W`` tensor of an entry.
-
-    Examples
-    --------
-    >>> images = [torch.zeros(3, 4, 4), torch.zeros(3, 2, 2), torch.zeros(3, 4, 4)]
-    >>> [len(batch) for batch in batches_by_size(images, 2, pixels=lambda image: image)]
-    [2, 1]
-    """
-    pending: dict[tuple, list[T]] = {}
-    waiting = 0
-    for entry in entries:
-        image = pixels(entry)
-        key = (tuple(image.shape), str(image.device))
-        group = pending.setdefault(key, [])
-        group.append(entry)
-        waiting += 1
-        if len(group) == batch_size:
-            waiting -= len(group)
-            yield pending.pop(key)
-        elif waiting > 2 * batch_size:
-            largest = max(pending, key=lambda k: len(pending[k]))
-            waiting -= len(pending[largest])
-            yield pending.pop(largest)
-    yield from pending.values()
-
-
-def batch_name(names: Sequence[str]) -> str:
-    """How error messages call a batch: its first image's name, and how many more it holds.
-
-    Examples
-    --------
-    >>> batch_name(["images[0]", "images[3]"])
-    'images[0] (and 1 more of that size)'
-    """
-    return names[0] if len(names) == 1 else f"{names[0]} (and {len(names) - 1} more of that size)"
-
-
-def pad_to_multiple(batch: torch.Tensor, factor: int, *, name: str = "images") -> torch.Tensor:
-    """Reflect-pad a batch on the bottom and right so its height and width are multiples.
-
-    Parameters
-    ----------
-    batch : torch.Tensor
-        ``N x C x H x W`` floats.
-    factor : int
-        The multiple, such as an autoencoder's downsampling factor.
-    name : str, default "images"
-        What the error message calls the batch.
-
-    Returns
-    -------
-    torch.Tensor
-        ``N x C x H' x W'`` with ``H'`` and ``W'`` the next multiples of `factor`; the batch
-        itself, not a copy, when no padding is needed. `crop_to` undoes it.
-
-    Raises
-    ------
-    ValueError
-        If the batch is not 4-D, or is smaller than `factor` in height or width.
-
-    Examples
-    --------
-    >>> import torch
-    >>> batch = torch.arange(6.0).reshape(1, 1, 2, 3)
-    >>> pad_to_multiple(batch, 2)[0, 0]
-    tensor([[0., 1., 2., 1.],
-            [3., 4., 5., 4.]])
-    """
-    if batch.ndim != 4:
-        raise ValueError(f"{name} must be an N x C x H x W batch; got shape {tuple(batch.shape)}")
-    if factor < 1:
-        raise ValueError(f"factor must be a positive integer; got {factor}")
-    height, width = batch.shape[-2:]
-    # Reflection needs fewer padded rows than existing ones; a smaller image also leaves the
-    # autoencoder less than one latent pixel.
-    if height < factor or width < factor:
-        raise ValueError(
-            f"{name} is {height} x {width} px; the autoencoder needs at least "
-            f"{factor} x {factor} (its downsampling factor)"
-        )
-    pad_bottom, pad_right = -height % factor, -width % factor
-    if pad_bottom == pad_right == 0:
-        return batch
-    return F.pad(batch, (0, pad_right, 0, pad_bottom), mode="reflect")
-
-
-def crop_to(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Keep the top-left ``height x width`` pixels of a batch, undoing `pad_to_multiple`.
-
-    Parameters
-    ----------
-    batch : torch.Tensor
-        ``... x H x W``.
-    height, width : int
-        The size to keep, at most ``H`` and ``W``.
-
-    Returns
-    -------
-    torch.Tensor
-        A view of `batch`.
-
-    Examples
-    --------
-    >>> import torch
-    >>> batch = torch.rand(2, 3, 5, 7)
-    >>> torch.equal(crop_to(pad_to_multiple(batch, 4), 5, 7), batch)
-    True
-    """
-    have_height, have_width = batch.shape[-2:]
-    if not (0 < height <= have_height and 0 < width <= have_width):
-        raise ValueError(
-            f"cannot crop a batch of {have_height} x {have_width} px to {height} x {width} px"
-        )
-    return batch[..., :height, :width]
-
-
 # Reading: one element -> ImageItem.
 
 
@@ -768,3 +636,15 @@ def _describe(value: Any) -> str:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
+
+
+_MOVED_TO_ENCODING = ("batch_name", "batches_by_size", "crop_to", "pad_to_multiple")
+
+
+def __getattr__(name: str) -> Any:
+    # Transitional: the tensor geometry now lives in latent_ot.encoding.
+    if name in _MOVED_TO_ENCODING:
+        from . import encoding
+
+        return getattr(encoding, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

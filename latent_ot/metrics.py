@@ -52,7 +52,8 @@ from torch import Tensor, nn
 from .autoencoders import Autoencoder, load_autoencoder
 from .devices import resolve_device
 from .gaussian import w2_distance
-from .io import ImageSource, batch_name, batches_by_size, pad_to_multiple
+from .encoding import batch_name, batches_by_size, pad_to_multiple
+from .io import ImageSource
 from .patches import iter_patch_chunks
 from .stats import GaussianStats
 

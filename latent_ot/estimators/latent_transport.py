@@ -17,7 +17,8 @@ from ..autoencoders import load_autoencoder
 from ..devices import resolve_device
 from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
 from ..exceptions import IncompatibleAutoencoderError
-from ..io import ImageItem, ImageSource, batch_name, batches_by_size, crop_to, pad_to_multiple
+from ..encoding import batch_name, batches_by_size, crop_to, pad_to_multiple
+from ..io import ImageItem, ImageSource
 from ..patches import gaussian_window, iter_patch_chunks, patch_dim, transport_patches
 from ..serialization import read_operator, write_operator
 from ..stats import GaussianStats
