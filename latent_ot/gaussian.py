@@ -26,12 +26,15 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
+from .validation import check_choice
+
 __all__ = [
+    "STOCHASTIC_MODES",
     "GaussianMap",
     "default_rtol",
     "fit_gaussian_map",
@@ -45,6 +48,8 @@ __all__ = [
 ]
 
 StochasticMode = Literal["auto", "never", "always"]
+STOCHASTIC_MODES: tuple[str, ...] = get_args(StochasticMode)
+"""When the stochastic map is used: the values of ``stochastic`` everywhere."""
 
 
 def default_rtol(dim: int) -> float:
@@ -361,8 +366,7 @@ def fit_gaussian_map(
     >>> ot_map(torch.ones(1, 2))
     tensor([[3., 3.]], dtype=torch.float64)
     """
-    if stochastic not in ("auto", "never", "always"):
-        raise ValueError(f"stochastic must be 'auto', 'never' or 'always', got {stochastic!r}")
+    check_choice(stochastic, "stochastic", STOCHASTIC_MODES)
     if torch.equal(mean_source, mean_target) and torch.equal(cov_source, cov_target):
         identity = torch.eye(cov_source.shape[-1], dtype=torch.float64, device=cov_source.device)
         return GaussianMap(mean_source, mean_target, identity, None)

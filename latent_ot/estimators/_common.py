@@ -11,9 +11,21 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
+from ..gaussian import STOCHASTIC_MODES
 from ..stats import GaussianStats
+from ..validation import check_real
 
-STOCHASTIC_MODES = ("auto", "never", "always")
+__all__ = [
+    "STOCHASTIC_MODES",
+    "blend",
+    "check_alpha",
+    "check_rtol",
+    "in_place_blend",
+    "json_params",
+    "make_generator",
+    "stats_from",
+    "stats_tensors",
+]
 
 
 def check_alpha(alpha: Any) -> float:
@@ -24,24 +36,10 @@ def check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
-def check_stochastic(stochastic: Any) -> str:
-    if not isinstance(stochastic, str) or stochastic not in STOCHASTIC_MODES:
-        raise ValueError(f"stochastic must be one of {STOCHASTIC_MODES}, got {stochastic!r}")
-    return stochastic
-
-
 def check_rtol(rtol: Any) -> float | None:
     if rtol is None:
         return None
-    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < 1:
-        raise ValueError(f"rtol must be None or a number in [0, 1), got {rtol!r}")
-    return float(rtol)
-
-
-def check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+    return check_real(rtol, "rtol", low=0, high=1, closed="left")
 
 
 def make_generator(random_state: Any, device: torch.device | str = "cpu") -> torch.Generator:

@@ -13,10 +13,11 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from ..gaussian import GaussianMap, fit_gaussian_map, w2_distance
 from ..serialization import read_operator, write_operator
 from ..stats import GaussianStats
+from ..validation import check_choice
 from ._common import (
+    STOCHASTIC_MODES,
     check_alpha,
     check_rtol,
-    check_stochastic,
     in_place_blend,
     json_params,
     make_generator,
@@ -240,7 +241,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         check_alpha(self.alpha)
-        check_stochastic(self.stochastic)
+        check_choice(self.stochastic, "stochastic", STOCHASTIC_MODES)
         check_rtol(self.rtol)
 
     def _as_target_stats(self, target) -> GaussianStats:

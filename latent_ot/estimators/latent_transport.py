@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
 from ..autoencoders import load_autoencoder
 from ..devices import resolve_device
 from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
+from ..encoding import (
+    DEFAULT_PATCH_CHUNK_SIZE,
+    crop_to,
+    encode_padded,
+    image_batches,
+    latent_patch_stats,
+    name_of,
+    stack_pixels,
+)
 from ..exceptions import IncompatibleAutoencoderError
-from ..encoding import batch_name, batches_by_size, crop_to, pad_to_multiple
-from ..io import ImageItem, ImageSource
-from ..patches import gaussian_window, iter_patch_chunks, patch_dim, transport_patches
+from ..io import ImageSource
+from ..memory import reusing_freed_memory
+from ..patches import gaussian_window, patch_dim, transport_patches
 from ..serialization import read_operator, write_operator
 from ..stats import GaussianStats
+from ..validation import check_bool, check_choice, check_int
 from ._common import (
+    STOCHASTIC_MODES,
     blend,
     check_alpha,
-    check_int,
     check_rtol,
-    check_stochastic,
     json_params,
     make_generator,
     stats_from,
@@ -42,20 +50,6 @@ def _describe_vae(vae: Any) -> str:
     if isinstance(vae, str | os.PathLike):
         return os.fspath(vae)
     return f"{type(vae).__name__} instance at {id(vae):#x}"
-
-
-def _indexed_batches(source: Iterable[ImageItem], batch_size: int, verbose: bool, desc: str):
-    """``(index, item)`` batches of equal-size images, with a progress bar when verbose."""
-    progress = tqdm(source, desc=desc, unit="img", disable=not verbose)
-    return batches_by_size(enumerate(progress), batch_size, pixels=lambda entry: entry[1].pixels)
-
-
-def _stack_pixels(group: list[tuple[int, ImageItem]], device: torch.device) -> torch.Tensor:
-    return torch.stack([item.pixels for _, item in group]).to(device)
-
-
-def _group_name(group: list[tuple[int, ImageItem]]) -> str:
-    return batch_name([item.name for _, item in group])
 
 
 class LatentOTTransformer(TransformerMixin, BaseEstimator):
@@ -163,7 +157,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         dtype="auto",
         batch_size=4,
         sample_latent=False,
-        patch_chunk_size=16384,
+        patch_chunk_size=DEFAULT_PATCH_CHUNK_SIZE,
         tile_size="auto",
         rtol=None,
         random_state=None,
@@ -235,7 +229,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         sides = {name: images for name, images in (("restored", restored), ("natural", natural))}
         try:
             # One block for all batches: memory freed by one is reused by the next.
-            with autoencoder.reusing_freed_memory():
+            with reusing_freed_memory(autoencoder):
                 if synchronizing():
                     self._accumulate_across_ranks(sides, autoencoder)
                 else:
@@ -290,28 +284,18 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
 
     def _batch_stats(self, name: str, images, autoencoder) -> Iterator[tuple[GaussianStats, int]]:
         """Statistics of the patches of each batch of ``images``, with the batch's size."""
-        generator = self._latent_generator(autoencoder)
-        source = ImageSource(images, name=name)
-        device = resolve_device(self.device)
-        for group in _indexed_batches(source, self.batch_size, self.verbose, f"encoding {name}"):
-            pixels = _stack_pixels(group, autoencoder.device)
-            latents = self._encode(pixels, group, autoencoder, generator)
-            self._check_latent_fits_patch(latents, group)
-            batch_stats = GaussianStats(self.patch_dim_, device=device)
-            chunks = iter_patch_chunks(latents, self.patch_size, max_patches=self.patch_chunk_size)
-            for chunk in chunks:
-                batch_stats.update(chunk)
-            yield batch_stats, len(group)
-
-    def _check_latent_fits_patch(self, latents: torch.Tensor, group) -> None:
-        height, width = latents.shape[-2:]
-        if min(height, width) < self.patch_size:
-            least = self.patch_size * self.factor_
-            raise ValueError(
-                f"{_group_name(group)}: its latent is {height} x {width}, smaller than "
-                f"patch_size={self.patch_size}; images must be at least {least} x {least} px "
-                f"for this autoencoder (factor {self.factor_}) and patch size"
-            )
+        return latent_patch_stats(
+            images,
+            autoencoder,
+            self.patch_size,
+            batch_size=self.batch_size,
+            chunk_size=self.patch_chunk_size,
+            device=resolve_device(self.device),
+            generator=self._latent_generator(autoencoder),
+            name=name,
+            verbose=self.verbose,
+            desc=f"encoding {name}",
+        )
 
     def _fit_transport(self) -> None:
         if self.restored_stats_.count < 2 or self.natural_stats_.count < 2:
@@ -384,10 +368,12 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self._check_compatible(autoencoder)
         generator = make_generator(self.random_state, autoencoder.device)
         latent_generator = self._latent_generator(autoencoder)
-        batches = _indexed_batches(source, self.batch_size, self.verbose, "transporting")
-        with autoencoder.reusing_freed_memory():
+        batches = image_batches(
+            source, self.batch_size, verbose=self.verbose, desc="transporting"
+        )
+        with reusing_freed_memory(autoencoder):
             for group in batches:
-                originals = _stack_pixels(group, autoencoder.device)
+                originals = stack_pixels(group, autoencoder.device)
                 transported = self._transport_pixels(
                     originals, group, autoencoder, generator, latent_generator
                 )
@@ -409,7 +395,9 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self, pixels, group, autoencoder, generator, latent_generator
     ) -> torch.Tensor:
         """Encode, transport every latent patch, fold, decode, crop: the ``alpha = 0`` images."""
-        latents = self._encode(pixels, group, autoencoder, latent_generator)
+        latents = encode_padded(
+            pixels, autoencoder, name=name_of(group), generator=latent_generator
+        )
         window = None
         if self.fold_window == "gaussian":
             window = gaussian_window(self.patch_size, device=latents.device)
@@ -422,11 +410,6 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         )
         height, width = pixels.shape[-2:]
         return crop_to(autoencoder.decode(transported), height, width)
-
-    def _encode(self, pixels, group, autoencoder, generator) -> torch.Tensor:
-        # The autoencoder itself refuses to return NaN or inf (it retries in float32 first).
-        padded = pad_to_multiple(pixels, autoencoder.factor, name=_group_name(group))
-        return autoencoder.encode(padded, generator)
 
     def interpolate(self, alpha: float) -> LatentOTTransformer:
         """A fitted copy with another ``alpha``; shares the loaded autoencoder, no refit.
@@ -544,19 +527,15 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         check_alpha(self.alpha)
-        check_stochastic(self.stochastic)
+        check_choice(self.stochastic, "stochastic", STOCHASTIC_MODES)
         check_rtol(self.rtol)
-        check_int(self.patch_size, "patch_size", 1)
-        check_int(self.batch_size, "batch_size", 1)
-        check_int(self.patch_chunk_size, "patch_chunk_size", 1)
+        check_int(self.patch_size, "patch_size")
+        check_int(self.batch_size, "batch_size")
+        check_int(self.patch_chunk_size, "patch_chunk_size")
         resolve_device(self.device)
-        if self.fold_window not in ("uniform", "gaussian"):
-            raise ValueError(
-                f"fold_window must be 'uniform' or 'gaussian', got {self.fold_window!r}"
-            )
-        for name in ("sample_latent", "verbose"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        check_choice(self.fold_window, "fold_window", ("uniform", "gaussian"))
+        check_bool(self.sample_latent, "sample_latent")
+        check_bool(self.verbose, "verbose")
 
     # -- files -------------------------------------------------------------------------------
 
