@@ -101,6 +101,7 @@ def run_image_case(case: dict) -> dict:
 
     from latent_ot import LatentOTTransformer
     from latent_ot.devices import keep_freed_cpu_memory
+    from latent_ot.memory import reusing_freed_memory
 
     if case["keep_freed_memory"]:
         keep_freed_cpu_memory()
@@ -115,7 +116,7 @@ def run_image_case(case: dict) -> dict:
     # The floor gets what fit and transform get: on the CPU, memory that one autoencoder pass
     # frees is reused by the next (encode, then decode; batch after batch).
     if case["what"] == "floor":
-        with autoencoder.reusing_freed_memory():
+        with reusing_freed_memory(autoencoder):
             autoencoder.decode(autoencoder.encode(image))  # for the peak memory of the floor
     elif case["what"] == "transform":
         operator = LatentOTTransformer(
@@ -132,7 +133,7 @@ def run_image_case(case: dict) -> dict:
 
         def encode_then_decode():
             start = time.perf_counter()
-            with autoencoder.reusing_freed_memory():
+            with reusing_freed_memory(autoencoder):
                 latents = autoencoder.encode(image)
                 synchronize()
                 middle = time.perf_counter()
@@ -184,7 +185,9 @@ def run_image_case(case: dict) -> dict:
 
 def encode_all(autoencoder, batches: list, device: str) -> None:
     """A plain encode of every batch, in one block of memory reuse as ``fit`` has."""
-    with autoencoder.reusing_freed_memory():
+    from latent_ot.memory import reusing_freed_memory
+
+    with reusing_freed_memory(autoencoder):
         for batch in batches:
             autoencoder.encode(batch.to(device))
 
@@ -375,7 +378,8 @@ def write_seam_crop(path: Path, shared: str, device: str, dtype: str | None) -> 
     import torch
     from PIL import Image
 
-    from latent_ot.autoencoders import _tile_spans, load_autoencoder
+    from latent_ot.autoencoders import load_autoencoder
+    from latent_ot.autoencoders._tiling import _tile_spans
 
     photo = Image.open(Path(shared) / "images" / "Set14" / "baboon.png").convert("RGB")
     photo = photo.resize((1024, 1024), Image.BICUBIC)  # fur: fine texture, where seams show

@@ -39,7 +39,7 @@ import torch.distributed as dist
 from sklearn.utils.validation import check_is_fitted
 
 from .devices import resolve_device
-from .folders import FolderReport, expand_inputs, transform_files
+from .images import FolderReport, expand_inputs, transform_files
 from .stats import GaussianStats
 
 __all__ = [
@@ -379,9 +379,9 @@ def transform_dataset(
     """Transform image files on all ranks, each rank its share, and save each output once.
 
     Every rank must call it with the same ``inputs``; rank ``r`` of ``n`` transforms files
-    ``r, r + n, r + 2n, ...`` (see :func:`latent_ot.folders.shard`), so the shares are
+    ``r, r + n, r + 2n, ...`` (see :func:`latent_ot.images.folders.shard`), so the shares are
     disjoint and cover the inputs. Without a process group the one process does them all.
-    Outputs are written as :func:`latent_ot.folders.transform_files` does: under the input's
+    Outputs are written as :func:`latent_ot.images.folders.transform_files` does: under the input's
     name, atomically, with unreadable inputs reported rather than raised.
 
     Parameters
@@ -390,7 +390,7 @@ def transform_dataset(
         Anything whose ``transform`` maps an image file path to a PIL image, e.g. a fitted
         :class:`~latent_ot.LatentOTTransformer` (the same on every rank).
     inputs : path, pattern, or iterable of them
-        Files, directories and glob patterns (see :func:`latent_ot.folders.expand_inputs`).
+        Files, directories and glob patterns (see :func:`latent_ot.images.folders.expand_inputs`).
     output_dir : path
         Created if missing; must be the same folder (a shared file system) for all ranks.
     skip_existing : bool, default=False

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .io import ImageItem, ImageSource
+from .images import ImageItem, ImageSource
 from .patches import iter_patch_chunks, patch_dim
 from .stats import GaussianStats
 

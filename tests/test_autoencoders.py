@@ -1,10 +1,17 @@
 """Tests of latent_ot.autoencoders: the adapters' contract, loading, and a real pretrained model."""
 
 import copy
+import hashlib
 import itertools
 import logging
+import re
+import shutil
 import socket
+import subprocess
+import sys
+import tarfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +23,7 @@ from hypothesis import strategies as st
 
 from latent_ot.autoencoders import (
     AUTO_TILE_SIZES,
+    BUNDLED_WEIGHTS,
     MODELS_DIR_ENV,
     PRESETS,
     Autoencoder,
@@ -23,6 +31,7 @@ from latent_ot.autoencoders import (
     DiffusersTinyAutoencoder,
     PixelAutoencoder,
     TAESDAutoencoder,
+    _loading,
     load_autoencoder,
 )
 from latent_ot.exceptions import AutoencoderNotFoundError
@@ -249,7 +258,7 @@ def test_a_diffusers_model_changes_dtype_silently_and_keeps_float32_outputs(tiny
 
 
 def test_taesd_pooling_branch_deduced_from_state_dict():
-    from latent_ot.autoencoders import _taesd_decoder, _taesd_encoder
+    from latent_ot.autoencoders.taesd import _taesd_decoder, _taesd_encoder
 
     torch.manual_seed(0)
     encoder = _taesd_encoder(8, 6, pool_channels=32).state_dict()
@@ -392,12 +401,15 @@ def test_missing_model_message_says_where_it_looked(tmp_path, monkeypatch, no_ne
 
 
 def test_missing_taef2_never_tries_the_hub(tmp_path, monkeypatch, no_network):
+    # Neither in the models directory nor bundled (an installation that lost its weights).
+    monkeypatch.setattr(_loading, "BUNDLED_WEIGHTS", tmp_path / "bundled")
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
     with pytest.raises(AutoencoderNotFoundError) as info:
         load_autoencoder("taef2")
     message = str(info.value)
     assert str(tmp_path / "taef2") in message
     assert "taef2_encoder.pth" in message and MODELS_DIR_ENV in message
+    assert str(tmp_path / "bundled" / "taef2") in message
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,6 +455,110 @@ def test_taef2_reconstructs_set5(taef2, path):
 
 
 # --------------------------------------------------------------------------------------------
+# The TAEF2 weights bundled with the package
+# --------------------------------------------------------------------------------------------
+
+BUNDLED_TAEF2 = BUNDLED_WEIGHTS / "taef2"
+BUNDLED_FILES = ("taef2_encoder.pth", "taef2_decoder.pth", "LICENSE", "README.md")
+
+
+def _published_table(readme):
+    """{file: (bytes, sha256)} from the table of the shared TAEF2 README."""
+    rows = re.findall(
+        r"^\|\s*`(\w+\.pth)`\s*\|\s*([\d,]+)\s*\|\s*([0-9a-f]{64})\s*\|",
+        readme.read_text(encoding="utf-8"),
+        flags=re.MULTILINE,
+    )
+    return {name: (int(size.replace(",", "")), sha256) for name, size, sha256 in rows}
+
+
+def test_bundled_weights_are_the_published_files_with_their_license(shared_dir):
+    published = _published_table(shared_dir / "weights" / "taef2" / "README.md")
+    assert sorted(published) == ["taef2_decoder.pth", "taef2_encoder.pth"]
+    bundled_readme = (BUNDLED_TAEF2 / "README.md").read_text(encoding="utf-8")
+    for name, (size, sha256) in published.items():
+        data = (BUNDLED_TAEF2 / name).read_bytes()
+        assert len(data) == size, name
+        assert hashlib.sha256(data).hexdigest() == sha256, name
+        assert sha256 in bundled_readme  # the README beside them documents these very files
+    license_text = (BUNDLED_TAEF2 / "LICENSE").read_text(encoding="utf-8")
+    assert license_text == (shared_dir / "weights" / "taef2" / "LICENSE").read_text("utf-8")
+    assert "Copyright (c) 2023 Ollin Boer Bohan" in license_text
+    assert [name for name, preset in PRESETS.items() if preset.bundled] == ["taef2"]
+
+
+def test_taef2_loads_the_bundled_copy_offline(shared_dir, tmp_path, monkeypatch, no_network):
+    monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
+    ae = load_autoencoder("taef2")
+    assert isinstance(ae, TAESDAutoencoder)
+    assert (ae.factor, ae.latent_channels) == (8, 32)
+    assert str(BUNDLED_TAEF2) in ae.name
+    # A models directory without its own taef2/ leaves the bundled copy in use.
+    assert str(BUNDLED_TAEF2) in load_autoencoder("taef2", models_dir=tmp_path).name
+
+    # A smooth 64 x 64 crop of a real photograph comes back close: 35.3 dB measured.
+    crop = _read_rgb(shared_dir / "images" / "Set5" / "baby.png")[..., 224:288, 224:288]
+    restored = ae.decode(ae.encode(crop))
+    psnr = -10 * torch.log10(F.mse_loss(restored, crop)).item()
+    assert psnr > 32, f"PSNR {psnr:.2f} dB"
+
+
+def test_a_models_dir_copy_of_taef2_takes_precedence(tmp_path, monkeypatch):
+    own = tmp_path / "models" / "taef2"
+    own.mkdir(parents=True)
+    shutil.copy(BUNDLED_TAEF2 / "taef2_encoder.pth", own)
+    decoder = torch.load(BUNDLED_TAEF2 / "taef2_decoder.pth", weights_only=True)
+    decoder["19.bias"] = decoder["19.bias"] + 0.25  # the output layer: every pixel shifts
+    torch.save(decoder, own / "taef2_decoder.pth")
+
+    bundled = load_autoencoder("taef2")
+    by_argument = load_autoencoder("taef2", models_dir=tmp_path / "models")
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "models"))
+    by_environment = load_autoencoder("taef2")
+    images = _images(n=1, size=16)
+    latents = bundled.encode(images)
+    with torch.no_grad():
+        reference = bundled.decoder(latents)
+    for ae in (by_argument, by_environment):
+        assert str(own) in ae.name
+        assert torch.equal(ae.encode(images), latents)  # the same encoder file
+        with torch.no_grad():
+            shift = ae.decoder(latents) - reference
+        torch.testing.assert_close(shift, torch.full_like(shift, 0.25), rtol=0, atol=1e-3)
+
+
+def test_wheel_and_sdist_ship_the_weights_and_their_license(tmp_path):
+    pytest.importorskip("setuptools", reason="building a wheel needs setuptools (test extra)")
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.cfg", "README.rst", "LICENSE", "MANIFEST.in"):
+        if (root / name).is_file():
+            shutil.copy(root / name, source)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(root / "latent_ot", source / "latent_ot", ignore=ignore)
+    # The build backend itself, as pip and build call it: offline, no isolated environment.
+    script = (
+        "from setuptools import build_meta as b; b.build_wheel('../dist'); b.build_sdist('../dist')"
+    )
+    built = subprocess.run(
+        [sys.executable, "-c", script], cwd=source, capture_output=True, text=True, check=False
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+
+    expected = {f"latent_ot/autoencoders/weights/taef2/{name}" for name in BUNDLED_FILES}
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert expected <= set(archive.namelist())
+        for name in expected:
+            assert archive.read(name) == (root / name).read_bytes(), name
+    (sdist,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        members = {name.split("/", 1)[-1] for name in archive.getnames()}
+    assert expected <= members
+
+
+# --------------------------------------------------------------------------------------------
 # Tiling of large images
 # --------------------------------------------------------------------------------------------
 
@@ -457,7 +573,7 @@ def _count_calls(module):
 @pytest.fixture(scope="module")
 def pooled_taesd():
     """A random TAESD with taef2's GroupNorm pooling branch (which sees the whole image)."""
-    from latent_ot.autoencoders import _taesd_decoder, _taesd_encoder
+    from latent_ot.autoencoders.taesd import _taesd_decoder, _taesd_encoder
 
     torch.manual_seed(0)
     encoder = _taesd_encoder(8, 6, pool_channels=32).state_dict()
@@ -473,7 +589,7 @@ def pooled_taesd():
     align=st.sampled_from([1, 2, 8]),
 )
 def test_tile_spans_partition_the_axis_with_context(length, tile, overlap, align):
-    from latent_ot.autoencoders import _tile_spans
+    from latent_ot.autoencoders._tiling import _tile_spans
 
     tile, overlap = tile * align, min(overlap, tile // 2) // 2 * 2 * align
     length = length * align
@@ -493,7 +609,7 @@ def test_tile_spans_partition_the_axis_with_context(length, tile, overlap, align
 
 
 def test_tile_spans_examples():
-    from latent_ot.autoencoders import _tile_spans
+    from latent_ot.autoencoders._tiling import _tile_spans
 
     # 1024 px in tiles of at most 512 sharing 128: two tiles could not cover it with context.
     spans = _tile_spans(1024, 512, 128, 8)
@@ -718,7 +834,7 @@ def test_non_finite_inputs_are_refused():
 def test_taef2_tiles_match_untiled_at_1024_px_without_seams():
     from PIL import Image
 
-    from latent_ot.autoencoders import _tile_spans
+    from latent_ot.autoencoders._tiling import _tile_spans
 
     # A real photograph, upsampled to 1024 x 1024 (Set14's largest images are smaller).
     with Image.open(SHARED / "images" / "Set14" / "barbara.png") as image:

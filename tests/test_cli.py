@@ -1,10 +1,12 @@
 """The ``latent-ot`` command: round trips on temporary folders, failures file by file, exit
-codes, one-line errors, the sweep's table and curve, and the offline demo."""
+codes, one-line errors, the sweep's table and curve, the default autoencoder and the prior, the
+offline demo, and skipped metrics noted once."""
 
 import csv
 import hashlib
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,8 @@ from PIL import Image
 
 from latent_ot import LatentOTTransformer
 from latent_ot.autoencoders import MODELS_DIR_ENV
-from latent_ot.cli import main, resolve_vae
+from latent_ot.cli import build_parser, main, resolve_vae
+from latent_ot.exceptions import MetricSkippedWarning
 from latent_ot.metrics import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -279,49 +282,176 @@ def test_references_are_matched_by_name(data, tmp_path, capsys):
     assert "no reference image for x.png" in capsys.readouterr().err
 
 
-# -- the demo ------------------------------------------------------------------------------------
+# -- the default autoencoder, the prior, the demo ---------------------------------------------
+
+
+def test_the_default_autoencoder_is_the_bundled_taef2_for_every_command_that_picks_one():
+    parser = build_parser()
+    commands = {
+        "fit": ["fit", "--restored", "r/", "-o", "op.safetensors"],
+        "demo": ["demo"],
+        "evaluate": ["evaluate", "--restored", "r/", "--reference", "c/"],
+        "prior": ["prior", "photos/", "-o", "prior.safetensors"],
+    }
+    for argv in commands.values():
+        assert parser.parse_args(argv).vae == "taef2"
+    # transform and sweep use the operator's own autoencoder unless told otherwise.
+    assert parser.parse_args(["transform", "op", "x", "-o", "y"]).vae is None
+    # "auto", the default of earlier versions, now names the default: nothing is guessed.
+    assert resolve_vae("auto") == "taef2"
+    assert resolve_vae("sd-vae-ft-mse") == "sd-vae-ft-mse"
+
+
+def test_an_autoencoder_that_cannot_be_loaded_is_a_one_line_error_naming_where_it_looked(
+    data, tmp_path, monkeypatch, capsys
+):
+    empty = tmp_path / "models"
+    empty.mkdir()
+    monkeypatch.setenv(MODELS_DIR_ENV, str(empty))
+    operator = tmp_path / "op.safetensors"
+    args = ["fit", "--restored", str(data / "restored"), "--natural", str(data / "natural")]
+
+    code = main([*args, "-o", str(operator), "--vae", "taesd", "--device", "cpu", "-q"])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and "taesd" in err[0]
+    assert str(empty / "taesd") in err[0]  # the models directory it looked in
+    assert "madebyollin/taesd" in err[0]  # and the hub
+    assert not operator.exists()  # no other autoencoder stood in for it
+
+
+def test_fit_without_natural_images_uses_the_builtin_prior(data, tmp_path, monkeypatch):
+    calls = record_fit_calls(monkeypatch)
+    operator_path = tmp_path / "op.safetensors"
+    args = ["fit", "--restored", str(data / "restored"), "-o", str(operator_path)]
+
+    assert main([*args, "--device", "cpu", "-q"]) == 0
+
+    ((params, natural),) = calls
+    assert natural is None and params["prior"] == "builtin" and params["vae"] == "taef2"
+    operator = LatentOTTransformer.load(operator_path)
+    assert (operator.vae, operator.n_images_restored_) == ("taef2", 3)
+
+
+def test_prior_then_fit_with_it_is_fitting_on_the_natural_images(
+    data, operator_file, tmp_path, capsys
+):
+    prior = tmp_path / "natural.safetensors"
+    args = ["prior", str(data / "natural"), "-o", str(prior), "--vae", "pixel", "--device", "cpu"]
+    assert main([*args, "-q"]) == 0
+    assert str(prior) in capsys.readouterr().out and prior.is_file()
+
+    operator_path = tmp_path / "op.safetensors"
+    fit = ["fit", "--restored", str(data / "restored"), "--prior", str(prior), "--vae", "pixel"]
+    assert main([*fit, "-o", str(operator_path), "--device", "cpu", "-q"]) == 0
+
+    # The prior holds the natural images' statistics: the operator is the one fitted on them.
+    from_prior = LatentOTTransformer.load(operator_path)
+    from_images = LatentOTTransformer.load(operator_file)
+    image = pixels(data / "restored" / "a.png")
+    np.testing.assert_allclose(
+        from_prior.transform(image).astype(float), from_images.transform(image), atol=1
+    )
+
+
+def test_fit_with_a_missing_prior_file_says_how_to_make_one(data, tmp_path, capsys):
+    args = ["fit", "--restored", str(data / "restored"), "--prior", str(tmp_path / "no.st")]
+    assert main([*args, "-o", str(tmp_path / "op.safetensors"), "--vae", "pixel"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no.st not found" in err[0] and "latent-ot prior" in err[0]
+
+
+def record_fit_calls(monkeypatch) -> list:
+    """Record ``(get_params(), natural)`` of each ``LatentOTTransformer.fit`` call."""
+    calls = []
+    fit = LatentOTTransformer.fit
+
+    def recording_fit(self, restored, natural=None):
+        calls.append((self.get_params(), natural))
+        return fit(self, restored, natural)
+
+    monkeypatch.setattr(LatentOTTransformer, "fit", recording_fit)
+    return calls
+
 
 DEMO_OUTPUTS = ("collage.png", "curve.png", "metrics.csv", "metrics.md", "operator.safetensors")
 
 
-def test_demo_offline_without_models_runs_in_pixel_space(tmp_path, monkeypatch, capsys):
+def test_demo_fits_restored_photos_with_the_builtin_prior_of_taef2(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    calls = record_fit_calls(monkeypatch)
     out = tmp_path / "demo"
 
     code = main(["demo", "-o", str(out), "--images", "4", "--size", "64", "--alphas", "0,0.5"])
 
     captured = capsys.readouterr()
     assert code == 0
-    assert "pixel-space variant" in captured.err and MODELS_DIR_ENV in captured.err
+    assert captured.err.splitlines()[0].startswith("autoencoder: taef2 (the default, bundled")
+    ((params, natural),) = calls
+    assert natural is None and params["prior"] == "builtin"  # never the clean photos
     for name in DEMO_OUTPUTS:
         assert (out / name).is_file()
-    assert LatentOTTransformer.load(out / "operator.safetensors").vae == "pixel"
+    assert LatentOTTransformer.load(out / "operator.safetensors").vae == "taef2"
     assert sorted(p.name for p in (out / "transported").iterdir()) == ["chelsea.png", "rocket.png"]
     with open(out / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [float(row["alpha"]) for row in rows] == [0.0, 0.5, 1.0]  # 1 added: the input
-    assert "psnr" in rows[0] and "| alpha |" in captured.out
+    assert "psnr" in rows[0] and "latent_w2" in rows[0] and "| alpha |" in captured.out
+    assert f"collage: {out / 'collage.png'}" in captured.out
 
 
-def test_demo_uses_taef2_from_the_models_directory(shared_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(MODELS_DIR_ENV, str(shared_dir / "weights"))
+def test_demo_fits_on_natural_images_when_given(data, tmp_path, monkeypatch, capsys):
+    calls = record_fit_calls(monkeypatch)
     out = tmp_path / "demo"
+    args = ["demo", "-o", str(out), "--images", "4", "--size", "48", "--alphas", "0"]
 
-    code = main(["demo", "-o", str(out), "--images", "4", "--size", "64", "--alphas", "0,1"])
+    code = main([*args, "--natural", str(data / "natural"), "--vae", "pixel"])
 
     assert code == 0
-    assert "autoencoder: taef2" in capsys.readouterr().err
-    assert LatentOTTransformer.load(out / "operator.safetensors").vae == "taef2"
+    assert capsys.readouterr().err.splitlines()[0].startswith("autoencoder: pixel")
+    ((params, natural),) = calls
+    assert params["vae"] == "pixel"
+    assert [path.name for path in natural] == ["n0.png", "n1.png", "n2.png"]
+    operator = LatentOTTransformer.load(out / "operator.safetensors")
+    assert (operator.vae, operator.n_images_restored_, operator.n_images_natural_) == (
+        "pixel",
+        2,
+        3,
+    )
 
 
-def test_auto_prefers_the_paper_autoencoder_among_local_copies(tmp_path, monkeypatch):
-    for name in ("taef2", "sd-vae-ft-mse"):
-        (tmp_path / name).mkdir()
-    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
-    assert resolve_vae("auto") == "sd-vae-ft-mse"
-    (tmp_path / "sd-vae-ft-mse").rmdir()
-    assert resolve_vae("auto") == "taef2"
+# -- skipped metrics -----------------------------------------------------------------------------
+
+
+def test_skipped_metrics_are_noted_once_for_a_whole_sweep(
+    data, operator_file, tmp_path, monkeypatch, capsys
+):
+    asked = []
+
+    def evaluate_without_the_metrics_extra(images, reference, *, metrics=None, **kwargs):
+        asked.append(metrics)
+        if metrics is None:
+            remedy = 'pip install "latent-ot[metrics]"'
+            for metric in ("fid", "kid", "is", "lpips"):
+                reason = "torch-fidelity/torchvision not installed"
+                warnings.warn(MetricSkippedWarning(metric, reason, remedy), stacklevel=2)
+        warnings.warn("some other warning", UserWarning, stacklevel=2)
+        return {"psnr": 20.0 + len(asked), "ssim": 0.5}
+
+    monkeypatch.setattr("latent_ot.cli._report.evaluate", evaluate_without_the_metrics_extra)
+    args = ["sweep", str(operator_file), str(data / "restored"), "--reference", str(data / "clean")]
+
+    with pytest.warns(UserWarning, match="some other warning"):  # other warnings still shown
+        code = main([*args, "-o", str(tmp_path / "sweep"), "--alphas", "0,0.5,1"])
+
+    assert code == 0
+    assert asked == [None, ["psnr", "ssim"], ["psnr", "ssim"]]
+    skipped = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
+    assert skipped == [
+        "skipped fid, kid, is, lpips: torch-fidelity/torchvision not installed; "
+        'pip install "latent-ot[metrics]"'
+    ]
 
 
 # -- help, usage and errors ----------------------------------------------------------------------
@@ -330,8 +460,9 @@ def test_auto_prefers_the_paper_autoencoder_among_local_copies(tmp_path, monkeyp
 @pytest.mark.parametrize(
     ("command", "options"),
     [
-        ("demo", ["--images", "--size", "--vae", "--alphas", "--output"]),
-        ("fit", ["--restored", "--natural", "--output", "--vae", "--patch-size", "--device"]),
+        ("demo", ["--images", "--size", "--natural", "--vae", "--alphas", "--output"]),
+        ("fit", ["--restored", "--natural", "--prior", "--output", "--vae", "--patch-size"]),
+        ("prior", ["IMAGES", "--output", "--vae", "--patch-size", "--device"]),
         ("transform", ["--alpha", "--skip-existing", "--shard", "--output", "--batch-size"]),
         ("sweep", ["--reference", "--alphas", "--metrics", "--output"]),
         ("evaluate", ["--restored", "--reference", "--metrics", "--csv"]),
@@ -347,8 +478,10 @@ def test_help_of_each_command(command, options, capsys):
 def test_top_level_help_lists_the_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("demo", "fit", "transform", "sweep", "evaluate"):
+    for command in ("demo", "fit", "transform", "sweep", "evaluate", "prior"):
         assert command in out
+    words = " ".join(out.split())  # as wrapped to any terminal's width
+    assert "the default, taef2, is bundled" in words and "sd-vae-ft-mse is the paper's" in words
 
 
 @pytest.mark.parametrize(
@@ -360,6 +493,8 @@ def test_top_level_help_lists_the_commands(capsys):
         ["transform", "op", "x", "-o", "y", "--shard", "2/2"],
         ["evaluate", "--restored", "x", "--reference", "y", "--metrics", "psnr,nope"],
         ["demo", "--images", "2"],
+        ["fit", "--restored", "x", "--natural", "y", "--prior", "p", "-o", "op"],
+        ["prior", "-o", "prior.safetensors"],
     ],
 )
 def test_usage_errors_exit_2(argv, capsys):

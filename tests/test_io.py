@@ -1,4 +1,5 @@
-"""Tests for latent_ot.io: images of every kind in, float pixels, the caller's kind back out."""
+"""Tests for latent_ot.images (and latent_ot.io): images of every kind in, float pixels, the
+caller's kind back out."""
 
 from pathlib import Path
 
@@ -9,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import latent_ot.encoding
+import latent_ot.folders
+import latent_ot.images
+import latent_ot.images.folders
+import latent_ot.io
 from latent_ot.exceptions import ImageReadError
+from latent_ot.images import expand_inputs
 from latent_ot.io import ImageItem, ImageSource, crop_to, pad_to_multiple
 
 LAYOUT_SHAPES = {"HW": (5, 7), "HW1": (5, 7, 1), "HW3": (5, 7, 3), "HW4": (5, 7, 4)}
@@ -355,6 +362,17 @@ def test_directory_gives_its_image_files_sorted_by_name(tmp_path):
     assert [output.size for output in outputs] == [(6, 5), (4, 4)]
 
 
+def test_folders_and_sources_take_the_same_files_from_a_directory(tmp_path):
+    for name in ("b.png", "a.JPG", "c.Tiff", ".hidden.png", "._c.png"):
+        write_image(tmp_path / name, random_array((4, 4, 3), np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "folder.png").mkdir()
+    expected = [tmp_path / "a.JPG", tmp_path / "b.png", tmp_path / "c.Tiff"]
+    assert expand_inputs(tmp_path) == expected
+    names = [item.name for item in ImageSource(tmp_path)]
+    assert names == [f"images[{index}] ({path})" for index, path in enumerate(expected)]
+
+
 def test_shared_images_round_trip_exactly(shared_dir):
     # Set14's bridge.png is grayscale (mode L); Set5 is RGB.
     images = shared_dir / "images"
@@ -664,3 +682,38 @@ def test_pad_then_crop_is_the_identity(height, width, factor):
     padded = pad_to_multiple(batch, factor)
     assert padded.shape[-2] % factor == 0 and padded.shape[-1] % factor == 0
     assert torch.equal(crop_to(padded, height, width), batch)
+
+
+# the import paths kept for io and folders
+
+IMAGE_NAMES = ("IMAGE_EXTENSIONS", "ImageItem", "ImageSource")
+GEOMETRY_NAMES = ("batch_name", "batches_by_size", "crop_to", "pad_to_multiple")
+FOLDER_NAMES = (
+    "FolderReport",
+    "expand_inputs",
+    "save_image_atomically",
+    "shard",
+    "transform_files",
+)
+
+
+@pytest.mark.parametrize("name", IMAGE_NAMES)
+def test_io_reexports_the_images_package(name):
+    assert getattr(latent_ot.io, name) is getattr(latent_ot.images, name)
+
+
+@pytest.mark.parametrize("name", GEOMETRY_NAMES)
+def test_io_reexports_the_tensor_geometry_of_encoding(name):
+    assert getattr(latent_ot.io, name) is getattr(latent_ot.encoding, name)
+
+
+@pytest.mark.parametrize("name", FOLDER_NAMES)
+def test_folders_reexports_the_images_folders(name):
+    assert getattr(latent_ot.folders, name) is getattr(latent_ot.images.folders, name)
+    assert getattr(latent_ot.images, name) is getattr(latent_ot.images.folders, name)
+
+
+def test_reexport_modules_export_exactly_those_names():
+    assert sorted(latent_ot.io.__all__) == sorted(IMAGE_NAMES + GEOMETRY_NAMES)
+    assert sorted(latent_ot.folders.__all__) == sorted(FOLDER_NAMES)
+    assert sorted(latent_ot.images.__all__) == sorted(IMAGE_NAMES + FOLDER_NAMES)

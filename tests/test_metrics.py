@@ -2,6 +2,7 @@
 package's own Gaussian statistics. Every network is a small seeded one: nothing downloads."""
 
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from torch import nn
 
 from latent_ot import LatentOTTransformer
 from latent_ot.autoencoders import load_autoencoder
+from latent_ot.exceptions import MetricSkippedWarning
 from latent_ot.gaussian import w2_distance
 from latent_ot.io import pad_to_multiple
 from latent_ot.metrics import (
@@ -354,6 +356,17 @@ def test_default_inception_without_torch_fidelity_says_what_to_install(monkeypat
         inception_score(images)
 
 
+def test_missing_optional_packages_point_to_the_metrics_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    images = noise_images(2)
+    extra = r'pip install "latent-ot\[metrics\]" \(or pip install '
+    with pytest.raises(ModuleNotFoundError, match=extra + r"torch-fidelity\)"):
+        kid(images, images)
+    with pytest.raises(ModuleNotFoundError, match=extra + r"torchvision\)"):
+        lpips(images, images, net="vgg")
+
+
 # --------------------------------------------------------------------------- patch FID
 
 
@@ -477,11 +490,59 @@ def test_evaluate_defaults_skip_metrics_whose_network_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)
     monkeypatch.setitem(sys.modules, "torchvision", None)
     images, reference = noise_images(3), smooth_images(3)
-    with pytest.warns(UserWarning) as record:
+    with pytest.warns(MetricSkippedWarning) as record:
         table = evaluate(images, reference, autoencoder="pixel")
     assert list(table) == ["psnr", "ssim", "latent_w2"]
-    skipped = sorted(str(w.message).split(":")[1].strip() for w in record)
-    assert skipped == ["skipping fid, kid, patch_fid", "skipping is", "skipping lpips"]
+    skipped = sorted(w.message.metric for w in record)
+    assert skipped == ["fid", "is", "kid", "lpips", "patch_fid"]
+
+
+def test_evaluate_warns_one_typed_skip_per_metric_and_computes_the_others(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)
+    images, reference = noise_images(3, size=24), smooth_images(3, size=24)
+    net = TwoLayerNet()
+    with pytest.warns(MetricSkippedWarning) as record:
+        table = evaluate(images, reference, lpips_net=net, autoencoder="pixel")
+    warned = {w.message.metric: w for w in record}
+    assert len(record) == len(warned) and sorted(warned) == ["fid", "is", "kid", "patch_fid"]
+    for metric, caught in warned.items():
+        warning = caught.message
+        assert str(warning).startswith(f"{metric} skipped: ")
+        assert "torch-fidelity" in warning.reason and "\n" not in warning.reason
+        assert warning.remedy.startswith('pip install "latent-ot[metrics]"')
+        assert caught.filename == __file__  # points at the call of evaluate
+    assert "classifier=" in warned["is"].message.remedy
+    assert "feature_extractor=" in warned["fid"].message.remedy
+    assert table == pytest.approx(
+        {
+            "psnr": psnr(images, reference),
+            "ssim": ssim(images, reference),
+            "lpips": lpips(images, reference, net=net),
+            "latent_w2": latent_w2(images, reference, "pixel"),
+        },
+        rel=1e-12,
+    )
+    assert list(table) == ["psnr", "ssim", "lpips", "latent_w2"]
+
+
+def test_evaluate_skips_a_default_network_whose_weights_cannot_be_loaded(monkeypatch):
+    """Weights that cannot be downloaded (an OSError): the first line is the reason, and the
+    remedy offers a network of your own."""
+    import torchmetrics.image.fid
+
+    def offline(*args, **kwargs):
+        raise OSError("cannot download the FID weights\nsecond line")
+
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    monkeypatch.setattr(torchmetrics.image.fid, "NoTrainInceptionV3", offline)
+    images = noise_images(2)
+    with pytest.warns(MetricSkippedWarning) as record:
+        table = evaluate(images, images, lpips_net=TwoLayerNet())
+    assert list(table) == ["psnr", "ssim", "lpips"]
+    assert sorted(w.message.metric for w in record) == ["fid", "is", "kid", "patch_fid"]
+    warning = next(w.message for w in record if w.message.metric == "kid")
+    assert warning.reason == "OSError: cannot download the FID weights"
+    assert warning.remedy.endswith("or pass feature_extractor=<your network>")
 
 
 def test_evaluate_fails_on_a_named_metric_whose_network_is_missing(monkeypatch):
@@ -524,6 +585,19 @@ def test_fid_names_a_set_with_too_few_images():
         fid(noise_images(3), noise_images(1), feature_extractor=small_extractor())
     with pytest.raises(ValueError, match=r"subset_size must be between 2 and .* \(3\)"):
         kid(noise_images(3), noise_images(5), feature_extractor=small_extractor(), subset_size=4)
+
+
+def test_integer_arguments_are_checked_by_kind_and_value():
+    images = noise_images(2)
+    extractor = small_extractor()
+    with pytest.raises(TypeError, match=r"batch_size must be an int >= 1, got float 2\.0"):
+        fid(images, images, feature_extractor=extractor, batch_size=2.0)
+    with pytest.raises(ValueError, match="crop_size must be an int >= 1, got 0"):
+        patch_fid(images, images, crop_size=0, feature_extractor=extractor)
+    with pytest.raises(ValueError, match="subset_size must be an int >= 2, got 1"):
+        kid(images, images, feature_extractor=extractor, subset_size=1)
+    with pytest.raises(TypeError, match="patch_size must be an int >= 1, got bool True"):
+        latent_w2(images, images, "pixel", patch_size=True)
 
 
 def test_ssim_names_an_image_smaller_than_its_window():

@@ -393,7 +393,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
-        tensors, metadata = self._file_state()
+        tensors, metadata = self.file_state()
         metadata["kind"] = type(self).__name__
         metadata["params"] = json_params(self.get_params())
         write_operator(path, tensors, metadata)
@@ -410,10 +410,17 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         """
         tensors, metadata = read_operator(path, expected_kind=cls.__name__)
         estimator = cls(**metadata["params"])
-        estimator._restore_file_state(tensors, metadata)
+        estimator.restore_file_state(tensors, metadata)
         return estimator
 
-    def _file_state(self, prefix: str = "") -> tuple[dict, dict]:
+    def file_state(self, prefix: str = "") -> tuple[dict, dict]:
+        """The fitted state as ``(tensors, metadata)`` for a safe file, names led by ``prefix``.
+
+        What :meth:`save` writes, and what an operator that holds this one (such as
+        :class:`~latent_ot.LatentOTTransformer`) writes into its own file;
+        :meth:`restore_file_state` reads it back.
+        """
+        check_is_fitted(self)
         tensors = stats_tensors(f"{prefix}source", self.source_stats_)
         counts = {"source": self.source_stats_.count}
         if self.target_stats_ is not None:
@@ -428,7 +435,8 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         metadata = {"counts": counts, "n_features_in": self.n_features_in_, "w2": self.w2_}
         return tensors, metadata
 
-    def _restore_file_state(self, tensors: dict, metadata: dict, prefix: str = "") -> None:
+    def restore_file_state(self, tensors: dict, metadata: dict, prefix: str = "") -> None:
+        """Set the fitted state from what :meth:`file_state` returned (read from a file)."""
         counts = metadata["counts"]
         self.n_features_in_ = metadata["n_features_in"]
         self.source_stats_ = stats_from(tensors, f"{prefix}source", counts["source"])

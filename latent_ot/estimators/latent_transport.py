@@ -17,8 +17,6 @@ from ..devices import resolve_device
 from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
 from ..encoding import (
     DEFAULT_PATCH_CHUNK_SIZE,
-    crop_to,
-    encode_padded,
     image_batches,
     latent_patch_stats,
     name_of,
@@ -27,20 +25,20 @@ from ..encoding import (
 from ..exceptions import IncompatibleAutoencoderError
 from ..io import ImageSource
 from ..memory import reusing_freed_memory
-from ..patches import gaussian_window, patch_dim, transport_patches
+from ..patches import patch_dim
+from ..priors import NaturalPrior, has_builtin_prior, load_prior, restored_image_side
 from ..serialization import read_operator, write_operator
 from ..stats import GaussianStats
+from ..transport import FOLD_WINDOWS, transport_images
 from ..validation import check_bool, check_choice, check_int
 from ._common import (
     STOCHASTIC_MODES,
     blend,
     check_alpha,
     check_rtol,
-    json_params,
     make_generator,
-    stats_from,
-    stats_tensors,
 )
+from ._latent_files import operator_file_state, restore_operator
 from .gaussian_transport import GaussianOTTransformer
 
 __all__ = ["LatentOTTransformer"]
@@ -147,8 +145,9 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        vae="stabilityai/sd-vae-ft-mse",
+        vae="taef2",
         *,
+        prior="builtin",
         patch_size=3,
         alpha=0.0,
         stochastic="auto",
@@ -164,6 +163,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         verbose=False,
     ):
         self.vae = vae
+        self.prior = prior
         self.patch_size = patch_size
         self.alpha = alpha
         self.stochastic = stochastic
@@ -187,18 +187,21 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         ----------
         restored : images
             Outputs of the restoration model (any accepted kind, sizes may differ).
-        natural : images
+        natural : images or None
             Natural images (unpaired with ``restored``; any number, any sizes). Passed as
-            ``y`` by a :class:`~sklearn.pipeline.Pipeline`.
+            ``y`` by a :class:`~sklearn.pipeline.Pipeline`. None: the natural side is the
+            ``prior`` (the built-in prior of the bundled autoencoder by default), at the
+            scale nearest to the size of the restored images.
 
         Returns
         -------
         self : LatentOTTransformer
         """
-        if natural is None:
-            raise ValueError("natural: fit needs natural images as well as restored ones")
         for name in ("restored_stats_", "natural_stats_", "gaussian_ot_"):
             self.__dict__.pop(name, None)
+        if natural is None:
+            self._check_params()
+            self._natural_prior(self._autoencoder())  # fails now rather than after encoding
         return self.partial_fit(restored, natural)
 
     def partial_fit(self, restored=None, natural=None):
@@ -298,13 +301,44 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         )
 
     def _fit_transport(self) -> None:
-        if self.restored_stats_.count < 2 or self.natural_stats_.count < 2:
+        target = self._natural_target()
+        if self.restored_stats_.count < 2 or target.count < 2:
             self.__dict__.pop("gaussian_ot_", None)
             return
         self.gaussian_ot_ = GaussianOTTransformer(
             stochastic=self.stochastic, rtol=self.rtol, random_state=self.random_state
-        ).fit_stats(self.restored_stats_, self.natural_stats_)
+        ).fit_stats(self.restored_stats_, target)
         self.w2_ = self.gaussian_ot_.w2_
+
+    def _natural_target(self) -> GaussianStats:
+        """The natural images' statistics, or without any, the prior's nearest in scale.
+
+        Streaming restored images alone with an autoencoder that has no built-in prior leaves
+        the operator unfitted until natural images come.
+        """
+        self.prior_scale_ = None
+        no_prior = self.prior == "builtin" and not has_builtin_prior(self._autoencoder().name)
+        if self.n_images_natural_ > 0 or self.restored_stats_.count == 0 or no_prior:
+            return self.natural_stats_
+        side = restored_image_side(
+            self.restored_stats_.count, self.n_images_restored_, self.patch_size, self.factor_
+        )
+        stats, self.prior_scale_ = self._natural_prior(self._autoencoder()).select(
+            self.patch_size, side
+        )
+        return stats.to(self.restored_stats_.device)
+
+    def _natural_prior(self, autoencoder) -> NaturalPrior:
+        """The ``prior`` parameter, loaded once and checked against the autoencoder."""
+        key = (self.prior if isinstance(self.prior, str | os.PathLike) else id(self.prior),)
+        key += (autoencoder.name,)
+        cached = self.__dict__.get("_prior_cache")
+        if cached is None or cached[0] != key:
+            prior = load_prior(self.prior, autoencoder.name)
+            prior.check_matches(autoencoder.latent_channels, autoencoder.factor, autoencoder.name)
+            prior.select(self.patch_size, 1.0)  # a patch size the prior lacks fails here
+            self._prior_cache = (key, prior)
+        return self._prior_cache[1]
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "gaussian_ot_")
@@ -395,21 +429,16 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self, pixels, group, autoencoder, generator, latent_generator
     ) -> torch.Tensor:
         """Encode, transport every latent patch, fold, decode, crop: the ``alpha = 0`` images."""
-        latents = encode_padded(
-            pixels, autoencoder, name=name_of(group), generator=latent_generator
-        )
-        window = None
-        if self.fold_window == "gaussian":
-            window = gaussian_window(self.patch_size, device=latents.device)
-        transported = transport_patches(
-            latents,
-            self.patch_size,
+        return transport_images(
+            pixels,
+            autoencoder,
             lambda patches: self.gaussian_ot_.transport_tensor(patches, generator),
-            window=window,
-            max_patches=self.patch_chunk_size,
+            patch_size=self.patch_size,
+            fold_window=self.fold_window,
+            chunk_size=self.patch_chunk_size,
+            name=name_of(group),
+            generator=latent_generator,
         )
-        height, width = pixels.shape[-2:]
-        return crop_to(autoencoder.decode(transported), height, width)
 
     def interpolate(self, alpha: float) -> LatentOTTransformer:
         """A fitted copy with another ``alpha``; shares the loaded autoencoder, no refit.
@@ -533,7 +562,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         check_int(self.batch_size, "batch_size")
         check_int(self.patch_chunk_size, "patch_chunk_size")
         resolve_device(self.device)
-        check_choice(self.fold_window, "fold_window", ("uniform", "gaussian"))
+        check_choice(self.fold_window, "fold_window", FOLD_WINDOWS)
         check_bool(self.sample_latent, "sample_latent")
         check_bool(self.verbose, "verbose")
 
@@ -555,24 +584,8 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             weights: use joblib then) or ``random_state`` is a RandomState.
         """
         check_is_fitted(self)
-        tensors = stats_tensors("restored", self.restored_stats_)
-        tensors |= stats_tensors("natural", self.natural_stats_)
-        transport_tensors, transport_metadata = self.gaussian_ot_._file_state("transport.")
-        metadata = {
-            "kind": type(self).__name__,
-            "params": json_params(self.get_params()),
-            "counts": {
-                "restored": self.restored_stats_.count,
-                "natural": self.natural_stats_.count,
-                "restored_images": self.n_images_restored_,
-                "natural_images": self.n_images_natural_,
-            },
-            "latent_channels": self.latent_channels_,
-            "factor": self.factor_,
-            "patch_dim": self.patch_dim_,
-            "transport": transport_metadata,
-        }
-        write_operator(path, tensors | transport_tensors, metadata)
+        tensors, metadata = operator_file_state(self)
+        write_operator(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatentOTTransformer:
@@ -588,27 +601,14 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             (checksums), or was written by a newer format version.
         """
         tensors, metadata = read_operator(path, expected_kind=cls.__name__)
-        operator = cls(**metadata["params"])
-        counts = metadata["counts"]
-        operator.latent_channels_ = metadata["latent_channels"]
-        operator.factor_ = metadata["factor"]
-        operator.patch_dim_ = metadata["patch_dim"]
-        operator.restored_stats_ = stats_from(tensors, "restored", counts["restored"])
-        operator.natural_stats_ = stats_from(tensors, "natural", counts["natural"])
-        operator.n_images_restored_ = counts["restored_images"]
-        operator.n_images_natural_ = counts["natural_images"]
-        operator.gaussian_ot_ = GaussianOTTransformer(
-            stochastic=operator.stochastic, rtol=operator.rtol, random_state=operator.random_state
-        )
-        operator.gaussian_ot_._restore_file_state(tensors, metadata["transport"], "transport.")
-        operator.w2_ = operator.gaussian_ot_.w2_
-        return operator
+        return restore_operator(cls(**metadata["params"]), tensors, metadata)
 
     def __getstate__(self) -> dict:
         # The loaded autoencoder is re-created from `vae` after loading; statistics go to the
         # CPU so that a pickle made on a GPU loads anywhere.
         state = super().__getstate__()
         state.pop("_autoencoder_cache", None)
+        state.pop("_prior_cache", None)
         for name in ("restored_stats_", "natural_stats_"):
             if state.get(name) is not None:
                 state[name] = state[name].copy().to("cpu")

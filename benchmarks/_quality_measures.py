@@ -1,0 +1,244 @@
+"""The measures of ``quality.py`` and its summary numbers.
+
+- `MobileNetEmbedding`: the MobileNet-v1 embedding network of ``shared/features/coral``
+  (TFLite, run by ``ai-edge-litert``) as a feature extractor for `latent_ot.metrics.fid` and
+  `latent_ot.metrics.kid`: perceptual surrogates, never comparable with published FID/KID;
+- `Brisque`: the no-reference BRISQUE score of the ``brisque`` package, which ships its
+  trained SVR model (``brisque/models/svm.txt``, LIVE database) and downloads nothing;
+- `inception_status`: whether the real FID Inception-v3 (torch-fidelity and its weights) is
+  here, without downloading it;
+- `measure` computes one row of the table, `summary_numbers` the two numbers of a sweep.
+
+The packages are imported when a measure is built, so that this module imports without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _quality_tasks import all_crops
+from PIL import Image
+
+from latent_ot import metrics
+
+EMBEDDING_MODEL = (
+    Path("features") / "coral" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+)
+# torch-fidelity's FID Inception-v3 weights, as torch.hub caches them.
+INCEPTION_WEIGHTS = "weights-inception-2015-12-05-*.pth"
+KID_SUBSETS = 50
+
+
+class MobileNetEmbedding:
+    """``N x 3 x H x W`` images in [0, 1] to ``N x 1024`` MobileNet-v1 embeddings.
+
+    Each image is resized to 224 x 224 (bilinear, antialiased: Pillow) and fed as uint8, as
+    the quantized network expects; the uint8 output is de-quantized with the output tensor's
+    scale and zero point. Embeddings are cached by the image's pixels: the clean reference
+    crops are embedded once for all alphas and both metrics.
+
+    Parameters
+    ----------
+    model_path : Path
+        The ``.tflite`` file.
+    num_threads : int, default 1
+        Threads of the TFLite interpreter.
+    """
+
+    def __init__(self, model_path: Path, num_threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self._side = int(self._input["shape"][1])
+        self._cache: dict[bytes, np.ndarray] = {}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = (images.detach().cpu().clamp(0, 1) * 255).round().byte()
+        rows = [self._embed(image.permute(1, 2, 0).contiguous().numpy()) for image in pixels]
+        return torch.from_numpy(np.stack(rows))
+
+    def _embed(self, pixels: np.ndarray) -> np.ndarray:
+        key = hashlib.blake2b(pixels.tobytes(), digest_size=16).digest() + bytes(
+            str(pixels.shape), "ascii"
+        )
+        if key not in self._cache:
+            resized = Image.fromarray(pixels).resize(
+                (self._side, self._side), Image.Resampling.BILINEAR
+            )
+            self._interpreter.set_tensor(self._input["index"], np.asarray(resized)[None])
+            self._interpreter.invoke()
+            quantized = self._interpreter.get_tensor(self._output["index"]).reshape(-1)
+            scale, zero = self._output["quantization"]
+            self._cache[key] = (quantized.astype(np.float64) - zero) * scale
+        return self._cache[key]
+
+
+class Brisque:
+    """BRISQUE (Mittal et al. 2012) of an RGB uint8 image: lower is more natural.
+
+    What it measures: how far the statistics of locally normalised luminance (MSCN
+    coefficients and their neighbour products, at two scales) are from those of pristine
+    photos, mapped to a quality score by an SVR trained on the LIVE database's human
+    ratings of JPEG, JPEG2000, noise, blur and fast-fading distortions. Scores run from
+    about 0 (pristine) to 100; very smooth images can score below 0.
+    """
+
+    def __init__(self) -> None:
+        with warnings.catch_warnings():  # it imports scipy.ndimage.filters, deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from brisque import BRISQUE
+
+        self._model = BRISQUE(url=False)
+        # brisque 0.2.0 calls float() on 1-element arrays, an error from numpy 2.4 on.
+        self._model.scale_features = self._scale_features
+
+    def _scale_features(self, features: Sequence[Any]) -> np.ndarray:
+        def flat(values: Sequence[Any]) -> np.ndarray:
+            return np.array([np.ravel(value)[0] for value in values], dtype=np.float64)
+
+        low, high = flat(self._model.scale_params["min_"]), flat(self._model.scale_params["max_"])
+        return -1 + 2.0 * (flat(features) - low) / (high - low)
+
+    def __call__(self, image: np.ndarray) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(self._model.score(image))
+
+
+def inception_status() -> str | None:
+    """None when the real FID/KID can run offline, else why not."""
+    if importlib.util.find_spec("torch_fidelity") is None:
+        return "torch-fidelity is not installed"
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    if not any(checkpoints.glob(INCEPTION_WEIGHTS)):
+        return f"torch-fidelity's Inception weights ({INCEPTION_WEIGHTS}) are not in {checkpoints}"
+    return None
+
+
+def measure(
+    outputs: Sequence[np.ndarray],
+    clean: Sequence[np.ndarray],
+    *,
+    extractor: MobileNetEmbedding | None,
+    brisque: Brisque | None,
+    crop_size: int,
+    inception: bool,
+    seed: int,
+) -> dict[str, float]:
+    """PSNR and SSIM against ``clean``; FD, KID (`distribution_measures`) and BRISQUE.
+
+    A measure whose package is not installed is left out of the row.
+    """
+    row = {"psnr": metrics.psnr(outputs, clean), "ssim": metrics.ssim(outputs, clean)}
+    row.update(
+        distribution_measures(
+            outputs,
+            clean,
+            extractor=extractor,
+            inception=inception,
+            crop_size=crop_size,
+            seed=seed,
+        )
+    )
+    if brisque is not None:
+        row["brisque"] = float(np.mean([brisque(image) for image in outputs]))
+    return row
+
+
+def distribution_measures(
+    outputs: Sequence[np.ndarray],
+    clean: Sequence[np.ndarray],
+    *,
+    extractor: MobileNetEmbedding | None,
+    inception: bool,
+    crop_size: int,
+    seed: int,
+) -> dict[str, float]:
+    """FD and KID of ``crop_size`` crops of ``outputs`` against crops of ``clean`` images,
+    unpaired: the outputs of the even-numbered images against the clean odd-numbered ones,
+    and the other way round, averaged.
+
+    Against their own clean versions, the crops of a restoration would sit next to their
+    pair in feature space, and KID's unbiased estimate, which counts the cross pairs but
+    not the pairs within a set, comes out negative on a few dozen crops. NaN when a half
+    has fewer than 2 crops.
+    """
+    networks: dict[str, Any] = {"_mobilenet": extractor} if extractor is not None else {}
+    if inception:
+        networks[""] = None  # latent_ot.metrics' default network: the FID Inception-v3
+    row = {}
+    for suffix, network in networks.items():
+        fd_name = "fid" if suffix == "" else "fd"
+        values = [
+            _fd_kid(outputs[mine::2], clean[other::2], network, crop_size, seed)
+            for mine, other in ((0, 1), (1, 0))
+        ]
+        row[f"{fd_name}{suffix}"] = float(np.mean([fd for fd, _ in values]))
+        row[f"kid{suffix}"] = float(np.mean([kid for _, kid in values]))
+    return row
+
+
+def _fd_kid(outputs, clean, network, crop_size: int, seed: int) -> tuple[float, float]:
+    crops, reference = all_crops(outputs, crop_size), all_crops(clean, crop_size)
+    if min(len(crops), len(reference)) < 2:
+        return math.nan, math.nan
+    options = {"feature_extractor": network, "device": "cpu"}
+    return (
+        metrics.fid(crops, reference, **options),
+        metrics.kid(crops, reference, subsets=KID_SUBSETS, random_state=seed, **options),
+    )
+
+
+def summary_numbers(
+    rows: Sequence[Mapping[str, float]], *, kid: str = "kid_mobilenet", tolerance_db: float = 1.0
+) -> dict[str, float]:
+    """The two numbers of a sweep, and what they are made of.
+
+    ``kid_drop_pct``: the KID drop at the best alpha within ``tolerance_db`` of the
+    restorer's PSNR (the ``alpha = 1`` row; the best alpha is the lowest KID among the rows
+    whose PSNR is at least the restorer's minus ``tolerance_db``, the restorer included),
+    in % of the restorer's KID (NaN unless that KID is positive). ``psnr_loss_at_0``: the
+    restorer's PSNR minus the PSNR at ``alpha = 0``.
+
+    Examples
+    --------
+    >>> rows = [
+    ...     {"alpha": 0.0, "psnr": 25.0, "kid_mobilenet": 0.2},
+    ...     {"alpha": 0.5, "psnr": 26.5, "kid_mobilenet": 0.5},
+    ...     {"alpha": 1.0, "psnr": 27.0, "kid_mobilenet": 1.0},
+    ... ]
+    >>> numbers = summary_numbers(rows)
+    >>> numbers["best_alpha"], numbers["kid_drop_pct"], numbers["psnr_loss_at_0"]
+    (0.5, 50.0, 2.0)
+    """
+    by_alpha = {row["alpha"]: row for row in rows}
+    if 1.0 not in by_alpha or 0.0 not in by_alpha:
+        raise ValueError(f"rows must hold alpha = 0 and alpha = 1; got alphas {sorted(by_alpha)}")
+    restorer = by_alpha[1.0]
+    near = [row for row in rows if row["psnr"] >= restorer["psnr"] - tolerance_db]
+    finite = [row for row in near if math.isfinite(row[kid])]
+    best = min(finite, key=lambda row: row[kid]) if finite else restorer
+    drop = math.nan
+    if restorer[kid] > 0:
+        drop = 100.0 * (restorer[kid] - best[kid]) / restorer[kid]
+    return {
+        "restorer_psnr": restorer["psnr"],
+        "restorer_kid": restorer[kid],
+        "best_alpha": best["alpha"],
+        "best_psnr": best["psnr"],
+        "best_kid": best[kid],
+        "kid_drop_pct": drop,
+        "psnr_loss_at_0": restorer["psnr"] - by_alpha[0.0]["psnr"],
+        "kid_at_0": by_alpha[0.0][kid],
+    }

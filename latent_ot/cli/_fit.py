@@ -1,0 +1,99 @@
+"""``latent-ot fit``: fit an operator on restored images, and natural images or a prior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..folders import expand_inputs
+from ._console import Console
+from ._files import check_output_file
+from ._models import DEFAULT_VAE, new_operator, resolve_vae
+from ._options import OPERATOR_SUFFIX, add_autoencoder_options, add_seed, command
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands) -> None:
+    parser = command(
+        commands,
+        "fit",
+        summary="fit an operator on restored images (and natural images or a prior)",
+        description=(
+            "Fit an operator: the Gaussian statistics of the latent patches of restored images "
+            "(outputs of your restoration method) and of natural images, and the optimal "
+            "transport map between them. The natural statistics come from --natural images "
+            "(unpaired with the restored ones, any number), from a --prior file written by "
+            "'latent-ot prior', or by default from the built-in prior of the autoencoder."
+        ),
+        notes=(
+            "IMAGES are image files, directories (their image files) or quoted glob patterns. "
+            f"The built-in prior exists for the default autoencoder, {DEFAULT_VAE}; for "
+            "another, pass --natural or a --prior built with it."
+        ),
+        examples=[
+            f"latent-ot fit --restored out/ -o op{OPERATOR_SUFFIX}",
+            f"latent-ot fit --restored 'out/*.png' --natural photos/ -o op{OPERATOR_SUFFIX}",
+            f"latent-ot fit --restored out/ --prior photos.safetensors -o op{OPERATOR_SUFFIX}",
+        ],
+        run=run,
+    )
+    parser.add_argument(
+        "--restored", nargs="+", required=True, metavar="IMAGES", help="restored images"
+    )
+    natural = parser.add_mutually_exclusive_group()
+    natural.add_argument(
+        "--natural",
+        nargs="+",
+        metavar="IMAGES",
+        help="natural images (default: the built-in prior)",
+    )
+    natural.add_argument(
+        "--prior",
+        type=Path,
+        metavar="FILE",
+        help="natural-image prior file, from 'latent-ot prior' (default: the built-in one)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OPERATOR",
+        help=f"operator file to write (safe format; suffix {OPERATOR_SUFFIX})",
+    )
+    parser.add_argument(
+        "--fold-window",
+        choices=("uniform", "gaussian"),
+        default="uniform",
+        help="weights of overlapping patches when folded back (default: %(default)s)",
+    )
+    add_seed(parser, default=0)
+    add_autoencoder_options(parser, vae=DEFAULT_VAE, patch_size=True)
+
+
+def run(args, console: Console) -> int:
+    restored = expand_inputs(args.restored)
+    natural = expand_inputs(args.natural) if args.natural is not None else None
+    if args.prior is not None and not args.prior.is_file():
+        raise FileNotFoundError(
+            f"--prior {args.prior} not found; build one with 'latent-ot prior IMAGES -o FILE'"
+        )
+    check_output_file(args.output)
+    params = {"fold_window": args.fold_window}
+    if natural is None:
+        params["prior"] = "builtin" if args.prior is None else str(args.prior)
+    operator = new_operator(args, resolve_vae(args.vae, console), **params)
+    operator.fit(restored, natural)
+    operator.save(args.output)
+    if natural is None:
+        source = (
+            f"the prior {args.prior}" if args.prior else f"the built-in prior of {operator.vae}"
+        )
+    else:
+        source = f"{operator.n_images_natural_} natural images"
+    console.result(
+        f"wrote {args.output}: fitted on {operator.n_images_restored_} restored images and "
+        f"{source} with {operator.vae} (patch size {operator.patch_size}); latent W2 between "
+        f"them: {operator.w2_:.4g}"
+    )
+    return 0

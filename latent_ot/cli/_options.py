@@ -1,0 +1,337 @@
+"""The options commands share, and the types of their values.
+
+Each type raises ``argparse.ArgumentTypeError``, which argparse reports as a usage error
+(exit status 2) after the option's name; the message reads as :mod:`latent_ot.validation`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+from ..metrics import METRICS
+from ..validation import check_int, check_real
+from ._models import VAE_CHOICE
+
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "OPERATOR_SUFFIX",
+    "HelpFormatter",
+    "add_alphas_option",
+    "add_autoencoder_options",
+    "add_metrics_option",
+    "add_output_options",
+    "add_seed",
+    "attach_dash_values",
+    "command",
+    "integer",
+    "metric_names",
+    "parse_alphas",
+    "parse_shard",
+    "real",
+    "wrap",
+]
+
+OPERATOR_SUFFIX = ".safetensors"
+DEFAULT_ALPHAS = "0:1:0.25"
+_MAX_ALPHAS = 10_000
+
+
+def wrap(text: str) -> str:
+    """``text`` filled to the terminal's width, as argparse fills option help (88 at most)."""
+    width = min(88, shutil.get_terminal_size().columns - 2)
+    return textwrap.fill(text, width=width, break_on_hyphens=False)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with the descriptions as written (already wrapped) and options in one column."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Names such as sd-vae-ft-mse and --patch-size stay whole.
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def command(commands, name: str, *, summary, description, notes="", examples=(), run):
+    """A subcommand's parser: its help reads as description, options, notes, examples."""
+    epilog = wrap(notes) if notes else ""
+    if examples:
+        epilog += "\n\nexamples:\n" + "\n".join(f"  {example}" for example in examples)
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=wrap(description),
+        epilog=epilog.strip(),
+        formatter_class=HelpFormatter,
+    )
+    parser.set_defaults(run=run)
+    add_output_options(parser, default=argparse.SUPPRESS)
+    return parser
+
+
+def add_output_options(parser, default: Any) -> None:
+    """``-q`` and ``--debug``, accepted before and after the command."""
+    # A command's own default must not override a value given before it, hence SUPPRESS there.
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="no progress bars or notes"
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="on an error, show the traceback instead of one line",
+    )
+
+
+def add_autoencoder_options(
+    parser, *, vae: str | None, patch_size: bool, purpose: str = ""
+) -> None:
+    """``--vae`` (default ``vae``; None: the operator's), ``--device``, ``--batch-size``, ...."""
+    group = parser.add_argument_group("autoencoder and device")
+    if vae is None:
+        vae_help = "use another copy of the operator's autoencoder (same latent space)"
+    else:
+        vae_help = f"{purpose}{VAE_CHOICE} (default: %(default)s)"
+    group.add_argument("--vae", default=vae, metavar="NAME|DIR", help=vae_help)
+    if patch_size:
+        group.add_argument(
+            "--patch-size",
+            type=integer("P", 1),
+            default=3,
+            metavar="P",
+            help="side of the latent patches (default: %(default)s)",
+        )
+    group.add_argument(
+        "--device",
+        default="auto",
+        help="'auto' (CUDA when available), 'cpu', 'cuda:1', ... (default: %(default)s)",
+    )
+    group.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        default="auto",
+        help="compute dtype of the autoencoder; 'auto': float16 on CUDA, float32 elsewhere "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=integer("N", 1),
+        default=4,
+        metavar="N",
+        help="images encoded together (default: %(default)s)",
+    )
+
+
+def add_seed(parser, default: int | None) -> None:
+    where = "the operator's" if default is None else "%(default)s"
+    parser.add_argument(
+        "--seed",
+        type=integer("SEED", 0),
+        default=default,
+        metavar="SEED",
+        help=f"seed of the transport noise (used when the map is stochastic; default: {where})",
+    )
+
+
+def add_metrics_option(parser) -> None:
+    parser.add_argument(
+        "--metrics",
+        type=metric_names,
+        default=None,
+        metavar="auto|NAMES",
+        help=(
+            "'auto': every metric that can run here (those whose package or network is "
+            f"missing are skipped, with a note); or names among {', '.join(METRICS)}, "
+            "comma-separated, which must all run (default: auto)"
+        ),
+    )
+
+
+def add_alphas_option(parser) -> None:
+    parser.add_argument(
+        "--alphas",
+        type=parse_alphas,
+        default=parse_alphas(DEFAULT_ALPHAS),
+        metavar="SPEC",
+        help=(
+            "START:STOP:STEP (both ends included, e.g. -1:2:0.25) or a list such as "
+            f"0,0.5,1 (default: {DEFAULT_ALPHAS})"
+        ),
+    )
+
+
+def attach_dash_values(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """Turn ``--alphas -1:2:0.25`` into ``--alphas=-1:2:0.25``.
+
+    argparse takes a value starting with ``-`` that is not a plain negative number for an
+    option, and would refuse the ranges the help shows.
+
+    Examples
+    --------
+    >>> attach_dash_values(["sweep", "--alphas", "-1:2:0.5", "-q"], ("--alphas",))
+    ['sweep', '--alphas=-1:2:0.5', '-q']
+    """
+    joined: list[str] = []
+    values = iter(argv)
+    for arg in values:
+        if arg in options:
+            value = next(values, None)
+            if value is not None and value.startswith("-"):
+                joined.append(f"{arg}={value}")
+                continue
+            joined.append(arg)
+            if value is not None:
+                joined.append(value)
+        else:
+            joined.append(arg)
+    return joined
+
+
+# -- types of values ------------------------------------------------------------------------
+
+
+def _checked(check: Callable[[], Any]) -> Any:
+    try:
+        return check()
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def integer(name: str, minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """The type of an integer option named ``name`` in the help, from ``minimum`` on.
+
+    Examples
+    --------
+    >>> integer("N", 1)("4")
+    4
+    >>> integer("N", 1)("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: N must be an int >= 1, got 0
+    >>> integer("N", 4, 8)("9")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: N must be a number in [4, 8], got 9
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value: Any = int(text)
+        except ValueError:
+            value = text
+        _checked(lambda: check_int(value, name, minimum))
+        if maximum is not None:
+            _checked(lambda: check_real(value, name, low=minimum, high=maximum))
+        return value
+
+    return parse
+
+
+def real(name: str, low: float | None = None) -> Callable[[str], float]:
+    """The type of a finite number option named ``name`` in the help, ``low`` or more.
+
+    Examples
+    --------
+    >>> real("A")("-0.5")
+    -0.5
+    >>> real("A")("nan")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: A must be a finite number, got nan
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value: Any = float(text)
+        except ValueError:
+            value = text
+        return _checked(lambda: check_real(value, name, low=low))
+
+    return parse
+
+
+def parse_alphas(text: str) -> list[float]:
+    """Alphas from ``START:STOP:STEP`` (both ends included) or a comma-separated list.
+
+    Examples
+    --------
+    >>> parse_alphas("-1:2:0.75")
+    [-1.0, -0.25, 0.5, 1.25, 2.0]
+    >>> parse_alphas("0,0.5,1")
+    [0.0, 0.5, 1.0]
+    """
+    expected = (
+        "expected START:STOP:STEP with STEP > 0 and STOP >= START (e.g. -1:2:0.25) "
+        f"or a comma-separated list (e.g. 0,0.5,1); got {text!r}"
+    )
+    try:
+        if ":" in text:
+            start, stop, step = (float(part) for part in text.split(":"))
+            if not step > 0 or stop < start:
+                raise ValueError(expected)
+            count = math.floor((stop - start) / step + 1e-9) + 1
+            # Rounded so that 0.1 steps give 0.3, not 0.30000000000000004.
+            values = [round(start + k * step, 10) for k in range(min(count, _MAX_ALPHAS + 1))]
+        else:
+            values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(expected) from None
+    if len(values) > _MAX_ALPHAS or not all(math.isfinite(value) for value in values):
+        raise argparse.ArgumentTypeError(
+            f"expected at most {_MAX_ALPHAS} finite alphas; got {text!r}"
+        )
+    return list(dict.fromkeys(values))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``RANK/WORLD`` (0-based rank) as a pair; ``auto`` reads ``RANK`` and ``WORLD_SIZE``.
+
+    Examples
+    --------
+    >>> parse_shard("1/4")
+    (1, 4)
+    """
+    if text == "auto":
+        rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+        if rank is None or world is None:
+            raise argparse.ArgumentTypeError(
+                "'auto' reads the environment variables RANK and WORLD_SIZE, which are not set "
+                "(torchrun sets them); or give RANK/WORLD, e.g. 0/2"
+            )
+        text = f"{rank}/{world}"
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 0 <= int(match[1]) < int(match[2]):
+        raise argparse.ArgumentTypeError(
+            f"expected RANK/WORLD with 0 <= RANK < WORLD (e.g. 1/4), or 'auto'; got {text!r}"
+        )
+    return int(match[1]), int(match[2])
+
+
+def metric_names(text: str) -> list[str] | None:
+    """Metric names from a comma-separated list; None for ``auto``.
+
+    Examples
+    --------
+    >>> metric_names("psnr, ssim,psnr")
+    ['psnr', 'ssim']
+    >>> metric_names("auto") is None
+    True
+    """
+    if text == "auto":
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric(s) {', '.join(unknown) or text!r}; expected 'auto' or names among "
+            f"{', '.join(METRICS)}"
+        )
+    return list(dict.fromkeys(names))

@@ -1,0 +1,133 @@
+"""The metrics of a table, row by row, and the report of a sweep: table, curve, paths."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..autoencoders import load_autoencoder
+from ..devices import resolve_device
+from ..exceptions import MetricSkippedWarning
+from ..folders import save_image_atomically
+from ..metrics import evaluate
+from ..reporting import PERCEPTION_AXES, plot_perception_distortion, write_csv, write_markdown
+from ._console import Console
+
+__all__ = [
+    "Metrics",
+    "autoencoder_for_metrics",
+    "measure_and_report",
+    "skipped_note",
+    "wants_latent_w2",
+]
+
+
+def wants_latent_w2(names: list[str] | None) -> bool:
+    return names is None or "latent_w2" in names
+
+
+def autoencoder_for_metrics(names: list[str] | None, vae: Any, args) -> Any:
+    """The autoencoder of latent W2, loaded once for every row of a table (None: not needed)."""
+    if vae is None or not wants_latent_w2(names):
+        return None
+    return load_autoencoder(vae, device=resolve_device(args.device), dtype=args.dtype)
+
+
+class Metrics:
+    """Computes the same metrics for every row of a table.
+
+    With ``names=None`` the first row takes every metric that can run here; a metric that
+    cannot (a missing package, weights that cannot be downloaded) is left out, noted once,
+    and not tried again for the next rows, which ask for the first row's metrics by name.
+    """
+
+    def __init__(self, names, *, autoencoder, patch_size, device, seed, console) -> None:
+        self.names = names
+        self.autoencoder = autoencoder
+        self.patch_size = patch_size
+        self.device = device
+        self.seed = seed
+        self.console = console
+
+    def __call__(self, images, reference) -> dict[str, float]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = evaluate(
+                images,
+                reference,
+                metrics=self.names,
+                autoencoder=self.autoencoder,
+                patch_size=self.patch_size,
+                device=self.device,
+                random_state=self.seed,
+            )
+        skipped = [w.message for w in caught if isinstance(w.message, MetricSkippedWarning)]
+        for other in caught:
+            if not isinstance(other.message, MetricSkippedWarning):
+                warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+        if self.names is None:
+            self.names = list(values)
+            for line in skipped_note(skipped):
+                self.console.note(line)
+        return values
+
+
+def skipped_note(skipped: Sequence[MetricSkippedWarning]) -> list[str]:
+    """The skipped metrics in as few lines as they have remedies.
+
+    Examples
+    --------
+    >>> remedy = 'pip install "latent-ot[metrics]"'
+    >>> skipped_note([
+    ...     MetricSkippedWarning("fid", "torch-fidelity not installed", remedy),
+    ...     MetricSkippedWarning("kid", "torch-fidelity not installed", remedy),
+    ...     MetricSkippedWarning("lpips", "torchvision not installed", remedy),
+    ... ])
+    ['skipped fid, kid (torch-fidelity not installed), lpips (torchvision not installed); pip install "latent-ot[metrics]"']
+    >>> skipped_note([MetricSkippedWarning("is", "no network", "")])
+    ['skipped is: no network']
+    """  # noqa: E501 (a doctest's output is one line)
+    by_remedy: dict[str, dict[str, list[str]]] = {}
+    for warning in skipped:
+        metrics = by_remedy.setdefault(warning.remedy, {}).setdefault(warning.reason, [])
+        if warning.metric not in metrics:
+            metrics.append(warning.metric)
+    lines = []
+    for remedy, by_reason in by_remedy.items():
+        if len(by_reason) == 1:
+            ((reason, metrics),) = by_reason.items()
+            line = f"skipped {', '.join(metrics)}: {reason}"
+        else:
+            why = (f"{', '.join(metrics)} ({reason})" for reason, metrics in by_reason.items())
+            line = f"skipped {', '.join(why)}"
+        lines.append(f"{line}; {remedy}" if remedy else line)
+    return lines
+
+
+def measure_and_report(
+    alphas: Sequence[float],
+    outputs: Sequence[Any],
+    reference: Any,
+    metrics: Metrics,
+    output: Path,
+    console: Console,
+) -> None:
+    """Measure a sweep's outputs, alpha by alpha; write the table (CSV, markdown) and the
+    curve to ``output``; print the table and the paths."""
+    measuring = console.progress(outputs, desc="measuring", unit="alpha")
+    rows = [
+        {"alpha": alpha, **metrics(images, reference)}
+        for alpha, images in zip(alphas, measuring, strict=True)
+    ]
+    write_csv(rows, output / "metrics.csv")
+    table = write_markdown(rows, output / "metrics.md")
+    console.result(table)
+    console.result(f"table: {output / 'metrics.csv'}, {output / 'metrics.md'}")
+    curve = plot_perception_distortion(rows)
+    if curve is None:
+        console.note("no curve: the table needs psnr and one of " + ", ".join(PERCEPTION_AXES))
+    else:
+        save_image_atomically(curve, output / "curve.png")
+        console.result(f"curve: {output / 'curve.png'}")

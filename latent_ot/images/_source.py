@@ -1,0 +1,292 @@
+"""`ImageSource`, images of any accepted kind read lazily, and the `ImageItem` each yields."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sized
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ._convert import (
+    array_pixels,
+    array_scale,
+    check_array_shape,
+    check_tensor_shape,
+    describe,
+    pil_pixels,
+    pixels_as,
+    size_text,
+    stacked,
+    tensor_pixels,
+    tensor_scale,
+)
+from ._files import file_label, file_not_found, image_files_in, read_image_file
+
+__all__ = ["ImageItem", "ImageSource"]
+
+_ACCEPTED_IMAGES = "a PIL image, a numpy array, a torch tensor or a path to an image file"
+_ACCEPTED_ARGUMENTS = (
+    "a PIL image, a numpy array, a torch tensor, a path to an image file or to a directory, "
+    "or a list or other iterable of images"
+)
+
+
+@dataclass(eq=False)
+class ImageItem:
+    """One image as float pixels, with what it takes to return a result in the caller's kind.
+
+    Items come from iterating over an `ImageSource`; they are not meant to be built directly.
+
+    Attributes
+    ----------
+    pixels : torch.Tensor
+        ``3 x H x W`` float32 values in [0, 1]; on the CPU, or on the device of an input tensor.
+    name : str
+        ``"images[3]"``, or the file path: used in every error message about this image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> item = next(iter(ImageSource(np.full((4, 6), 255, dtype=np.uint8))))
+    >>> item.name, tuple(item.pixels.shape), item.pixels.max().item()
+    ('images', (3, 4, 6), 1.0)
+    >>> item.to_output(item.pixels / 2)[0]
+    array([128, 128, 128, 128, 128, 128], dtype=uint8)
+    """
+
+    pixels: torch.Tensor
+    name: str
+    # The caller's single image (the decoded PIL image for a path): the template for outputs.
+    _source: Any = field(repr=False)
+
+    def to_output(self, pixels: torch.Tensor) -> Any:
+        """Return result pixels as the caller's kind of image.
+
+        Parameters
+        ----------
+        pixels : torch.Tensor
+            ``3 x H x W`` floats of the input's size; values outside [0, 1] are clipped.
+
+        Returns
+        -------
+        PIL.Image.Image or numpy.ndarray or torch.Tensor
+            The same kind, dtype, device, layout and mode as the input (a PIL image for a
+            path), following the conversion rules of :mod:`latent_ot.images`.
+
+        Examples
+        --------
+        >>> from PIL import Image
+        >>> item = next(iter(ImageSource(Image.new("RGBA", (5, 3), (10, 20, 30, 40)))))
+        >>> item.to_output(item.pixels.flip(0)).getpixel((0, 0))
+        (30, 20, 10, 40)
+        """
+        return pixels_as(self._clipped_output_pixels(pixels), self._source)
+
+    def original(self) -> Any:
+        """Return a copy of the caller's image, bit for bit (a PIL image for a path).
+
+        Examples
+        --------
+        >>> import torch
+        >>> batch = torch.rand(2, 3, 4, 4)
+        >>> items = list(ImageSource(batch))
+        >>> torch.equal(items[1].original(), batch[1])
+        True
+        """
+        if isinstance(self._source, torch.Tensor):
+            return self._source.detach().clone()
+        return self._source.copy()
+
+    def _clipped_output_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        if not isinstance(pixels, torch.Tensor) or not pixels.is_floating_point():
+            is_tensor = isinstance(pixels, torch.Tensor)
+            found = f"dtype {pixels.dtype}" if is_tensor else f"type {describe(pixels)}"
+            raise TypeError(f"{self.name}: output pixels must be a float torch tensor; got {found}")
+        if pixels.ndim != 3 or pixels.shape[0] != 3:
+            raise ValueError(
+                f"{self.name}: output pixels must be 3 x H x W; got shape {tuple(pixels.shape)}"
+            )
+        if pixels.shape[1:] != self.pixels.shape[1:]:
+            # An alpha channel or a batch to stack back could not fit another size.
+            raise ValueError(
+                f"{self.name}: output pixels are {size_text(pixels.shape[1:])} px but the image"
+                f" is {size_text(self.pixels.shape[1:])} px; crop them back first (crop_to)"
+            )
+        unit = pixels.detach().to(torch.float32)
+        if torch.isnan(unit).any():
+            raise ValueError(f"{self.name}: output pixels contain NaN")
+        return unit.clamp(0.0, 1.0)
+
+
+class ImageSource:
+    """Images of any accepted kind, decoded lazily one at a time.
+
+    Parameters
+    ----------
+    images : PIL.Image.Image, numpy.ndarray, torch.Tensor, str, os.PathLike or iterable
+        One image (a PIL image; an ``H x W`` or ``H x W x C`` array; a ``C x H x W`` tensor;
+        a path to an image file), a batch (an ``N x H x W x C`` array or an ``N x C x H x W``
+        tensor), a path to a directory of image files, or a list, tuple or other iterable of
+        single images, which may differ in size. ``C`` is 1, 3 or 4. Dtypes: uint8, uint16,
+        float16, float32 or float64 (bfloat16 too for tensors), floats in [0, 1].
+    name : str, default "images"
+        What error messages call the argument; elements are called ``name[i]``, files by
+        their path.
+
+    Raises
+    ------
+    TypeError
+        For an object of an unsupported kind or dtype.
+    ValueError
+        For an array or tensor of the wrong shape, or a directory without image files.
+    FileNotFoundError
+        For a path that does not exist.
+
+    Notes
+    -----
+    Construction only inspects the container: images are decoded, and their values checked,
+    while iterating. A one-shot iterator (a generator) can be iterated over only once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> source = ImageSource([np.zeros((4, 6, 3), np.uint8), np.ones((5, 5), np.float32)])
+    >>> [(item.name, tuple(item.pixels.shape)) for item in source]
+    [('images[0]', (3, 4, 6)), ('images[1]', (3, 5, 5))]
+    >>> outputs = source.collect([item.to_output(item.pixels) for item in source])
+    >>> [output.shape for output in outputs]
+    [(4, 6, 3), (5, 5)]
+    """
+
+    def __init__(self, images: Any, *, name: str = "images") -> None:
+        self.name = name
+        self._images = images
+        self._files: list[Path] | None = None
+        self._count: int | None = None
+        self._is_batch = False
+        self._is_single = False
+        self._iterated = False
+        self._inspect()
+
+    def __iter__(self) -> Iterator[ImageItem]:
+        """Yield one `ImageItem` per image, decoding each only when it is reached."""
+        for name, element in self._named_elements():
+            yield _read_item(element, name)
+
+    def collect(self, outputs: list) -> Any:
+        """Assemble per-image outputs in the input's container kind.
+
+        Parameters
+        ----------
+        outputs : list
+            One output per image, in order, from `ImageItem.to_output` or
+            `ImageItem.original`.
+
+        Returns
+        -------
+        object
+            The single output for a single image; a stacked array or tensor (same dtype,
+            device and layout) for a batch; a list for anything else.
+
+        Examples
+        --------
+        >>> import torch
+        >>> source = ImageSource(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+        >>> source.collect([item.to_output(1 - item.pixels) for item in source]).unique()
+        tensor([255], dtype=torch.uint8)
+        """
+        outputs = list(outputs)
+        if self._count is not None and len(outputs) != self._count:
+            raise ValueError(
+                f"{self.name} holds {self._count} image(s) but {len(outputs)} output(s) were given"
+            )
+        if self._is_single:
+            return outputs[0]
+        if self._is_batch:
+            return stacked(outputs, empty_like=self._images)
+        return outputs
+
+    def _inspect(self) -> None:
+        images, name = self._images, self.name
+        if isinstance(images, Image.Image):
+            self._is_single = True
+        elif isinstance(images, np.ndarray):
+            check_array_shape(images, name, allow_batch=True)
+            array_scale(images.dtype, name)
+            self._is_batch = images.ndim == 4
+            self._is_single = not self._is_batch
+        elif isinstance(images, torch.Tensor):
+            check_tensor_shape(images, name, allow_batch=True)
+            tensor_scale(images.dtype, name)
+            self._is_batch = images.ndim == 4
+            self._is_single = not self._is_batch
+        elif isinstance(images, (str, os.PathLike)):
+            self._inspect_path(Path(images))
+        elif isinstance(images, (bytes, bytearray, Mapping)):
+            # Iterable, but their elements are not images: say so instead of failing on them.
+            raise TypeError(f"{name} is of type {describe(images)}; expected {_ACCEPTED_ARGUMENTS}")
+        else:
+            try:
+                iter(images)
+            except TypeError:
+                raise TypeError(
+                    f"{name} is of type {describe(images)}; expected {_ACCEPTED_ARGUMENTS}"
+                ) from None
+        if self._is_single:
+            self._count = 1
+        elif self._is_batch:
+            self._count = len(images)
+        elif self._files is not None:
+            self._count = len(self._files)
+        elif isinstance(images, Sized) and not isinstance(images, Iterator):
+            self._count = len(images)
+
+    def _inspect_path(self, path: Path) -> None:
+        if not str(self._images):
+            raise ValueError(f"{self.name} is an empty string; expected {_ACCEPTED_ARGUMENTS}")
+        if path.is_dir():
+            self._files = image_files_in(path, self.name)
+        elif path.exists():
+            self._is_single = True
+        else:
+            raise file_not_found(path, self.name)
+
+    def _named_elements(self) -> Iterator[tuple[str, Any]]:
+        images = self._images
+        if self._is_single:
+            yield file_label(self.name, images), images
+        elif self._is_batch:
+            for index in range(len(images)):
+                yield f"{self.name}[{index}]", images[index]
+        elif self._files is not None:
+            for index, path in enumerate(self._files):
+                yield file_label(f"{self.name}[{index}]", path), path
+        else:
+            if iter(images) is images:
+                if self._iterated:
+                    raise ValueError(
+                        f"{self.name} is a one-shot iterator (such as a generator) that was "
+                        "already consumed; pass a list to read the images more than once"
+                    )
+                self._iterated = True
+            for index, element in enumerate(images):
+                yield file_label(f"{self.name}[{index}]", element), element
+
+
+def _read_item(element: Any, name: str) -> ImageItem:
+    """One element of a source as an `ImageItem`, its template the element (decoded if a path)."""
+    if isinstance(element, Image.Image):
+        return ImageItem(pil_pixels(element, name), name, element)
+    if isinstance(element, np.ndarray):
+        return ImageItem(array_pixels(element, name), name, element)
+    if isinstance(element, torch.Tensor):
+        return ImageItem(tensor_pixels(element, name), name, element)
+    if isinstance(element, (str, os.PathLike)):
+        image = read_image_file(Path(element), name)
+        return ImageItem(pil_pixels(image, name), name, image)
+    raise TypeError(f"{name} is of type {describe(element)}; expected {_ACCEPTED_IMAGES}")
