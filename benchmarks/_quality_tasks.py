@@ -32,9 +32,6 @@ SIGMA = 50 / 255  # denoising: Gaussian noise std on pixels in [0, 1]
 SCALE = 4  # super-resolution factor
 JPEG_QUALITY = 10
 TEST_WIKIPEDIA = tuple(f"{number:03d}" for number in range(36, 50))
-# --quick: a few textured and colourful test images.
-QUICK_TEST = ("Set14/baboon", "Set14/zebra", "Set14/lenna", "wikipedia-photos/036",
-              "wikipedia-photos/040", "wikipedia-photos/045")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -139,10 +136,8 @@ def fit_files(shared: Path, n_fit: int, seed: int) -> tuple[list[Path], list[Pat
     return [files[i] for i in order[:n_fit]], [files[i] for i in order[n_fit : 2 * n_fit]]
 
 
-def held_out_names(shared: Path, quick: bool) -> list[str]:
+def held_out_names(shared: Path) -> list[str]:
     """The test images, as ``folder/stem`` under ``shared/images``."""
-    if quick:
-        return list(QUICK_TEST)
     set14 = sorted(path.stem for path in (shared / "images" / "Set14").glob("*.png"))
     return [f"Set14/{stem}" for stem in set14] + [
         f"wikipedia-photos/{stem}" for stem in TEST_WIKIPEDIA
@@ -184,12 +179,10 @@ class TaskImages:
     restored: list[np.ndarray]
 
 
-def prepare(
-    task: Task, shared: Path, *, n_fit: int, size: int, quick: bool, seed: int
-) -> TaskImages:
+def prepare(task: Task, shared: Path, *, n_fit: int, size: int, seed: int) -> TaskImages:
     """Read, degrade and restore the fit and test images of ``task``."""
     to_restore, natural = fit_files(shared, n_fit, seed)
-    names = held_out_names(shared, quick)
+    names = held_out_names(shared)
     clean = [read_image(shared / "images" / f"{name}.png", size) for name in names]
     return TaskImages(
         fit_restored=[

@@ -75,6 +75,13 @@ NATURALS = ("cbsd68", "prior")
 ALPHAS = (-0.5, 0.0, 0.25, 0.5, 0.75, 1.0)
 QUICK_ALPHAS = (0.0, 0.5, 1.0)
 COLLAGE_ROWS = 4  # test images per collage
+# The columns of summary.md (summary.csv has them all).
+SUMMARY_SHOWN = (
+    "task", "variant", "natural", "restorer_psnr", "restorer_kid", "best_alpha", "best_kid",
+    "kid_drop_pct", "kid_excess_drop_pct", "psnr_loss_at_0", "kid_at_0", "clean_kid_mobilenet",
+    "brisque_restorer", "brisque_best", "brisque_at_0", "clean_brisque", "fit_s", "sweep_s",
+    "measure_s",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- command line
@@ -98,10 +105,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="natural statistics from 10 clean CBSD68 images, from the built-in prior, or both",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="6 test images of 256 px, alphas 0, 0.5, 1"
+        "--quick", action="store_true", help="test crops of 256 px, alphas 0, 0.5, 1"
     )
     parser.add_argument("--alphas", type=_alphas, help="comma-separated; 0 and 1 always added")
-    parser.add_argument("--size", type=int, help="max side of the test crops (default 512)")
+    parser.add_argument(
+        "--size", type=int, help="max side of the test images' center crops (default 512)"
+    )
     parser.add_argument("--n-fit", type=int, default=10, help="CBSD68 images per fit set")
     parser.add_argument("--crop-size", type=int, default=256, help="crops of FD and KID")
     parser.add_argument("--collage-crop", type=int, default=192, help="crops of the collages")
@@ -199,6 +208,7 @@ def run_one(
     folder: Path,
     args: argparse.Namespace,
     measures: tuple[MobileNetEmbedding | None, Brisque | None, bool],
+    clean_kid: float,
 ) -> dict[str, Any]:
     """Fit, sweep, measure and write one (task, variant, natural); returns its summary."""
     extractor, brisque, inception = measures
@@ -229,7 +239,9 @@ def run_one(
     start = time.perf_counter()
     write_run(rows, outputs, images, folder, args)
     times["write_s"] = time.perf_counter() - start
-    numbers = summary_numbers(rows) if extractor is not None else {}
+    numbers = {}
+    if extractor is not None:
+        numbers = summary_numbers(rows, clean_kid=clean_kid)
     brisque_at = {row["alpha"]: row.get("brisque", math.nan) for row in rows}
     return {
         **numbers,
@@ -350,7 +362,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             args.shared,
             n_fit=args.n_fit,
             size=args.size,
-            quick=args.quick,
             seed=args.seed,
         )
         prepare_s = time.perf_counter() - start
@@ -363,7 +374,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             folder = args.output / task_name / f"{variant}-{natural}"
             try:
                 numbers = run_one(
-                    make_operator(variant, args), images, natural, folder, args, measures
+                    make_operator(variant, args),
+                    images,
+                    natural,
+                    folder,
+                    args,
+                    measures,
+                    baseline.get("clean_kid_mobilenet", math.nan),
                 )
             except PriorUnavailable as error:
                 print(f"natural=prior skipped for the whole run: {error}")
@@ -373,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             summary.append({**row, **baseline, "prepare_s": prepare_s})
             print(", ".join(f"{key} {value:.4g}" for key, value in numbers.items()))
     if summary:
-        print("\n" + write_markdown(summary, args.output / "summary.md"))
+        shown = [{key: row[key] for key in SUMMARY_SHOWN if key in row} for row in summary]
+        print("\n" + write_markdown(shown, args.output / "summary.md"))
         write_csv(summary, args.output / "summary.csv")
     print(f"\nwritten to {args.output}")
     return summary

@@ -216,8 +216,19 @@ def image_batches(
 
 
 def stack_pixels(batch: ImageBatch, device: torch.device | str) -> torch.Tensor:
-    """The ``N x 3 x H x W`` pixels of a batch, on ``device``."""
-    return torch.stack([item.pixels for _, item in batch]).to(device)
+    """The ``N x 3 x H x W`` pixels of a batch, on ``device``.
+
+    For a CUDA device, pixels on the CPU are stacked into page-locked (pinned) host memory and
+    copied without blocking: the host goes on queuing the autoencoder's work while the copy
+    runs, and torch keeps the pinned block alive until the copy is done.
+    """
+    pixels = [item.pixels for _, item in batch]
+    device = torch.device(device)
+    if device.type != "cuda" or any(image.device.type != "cpu" for image in pixels):
+        return torch.stack(pixels).to(device)
+    shape = (len(pixels), *pixels[0].shape)
+    staging = torch.empty(shape, dtype=pixels[0].dtype, pin_memory=True)
+    return torch.stack(pixels, out=staging).to(device, non_blocking=True)
 
 
 def name_of(batch: ImageBatch) -> str:

@@ -861,3 +861,140 @@ def test_taef2_tiles_match_untiled_at_1024_px_without_seams():
             jump = (tiled.narrow(axis, seam, 1) - tiled.narrow(axis, seam - 1, 1)).abs().mean()
             expected = (untiled.narrow(axis, seam, 1) - untiled.narrow(axis, seam - 1, 1)).abs()
             assert abs(jump - expected.mean()) < 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Memory layout (channels-last) and tiling by memory
+# --------------------------------------------------------------------------------------------
+
+# The configuration of stabilityai/sd-vae-ft-mse (as benchmarks/bench.py builds it).
+SD_VAE_CONFIG = {
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+}
+
+
+def _round_trip_in(ae, memory_format, images):
+    ae.set_memory_format(memory_format)
+    assert ae.memory_format == memory_format
+    latents = ae.encode(images)
+    decoded = ae.decode(latents)
+    assert latents.is_contiguous() and decoded.is_contiguous()  # whatever the model's layout
+    return latents, decoded
+
+
+@needs_taef2
+def test_taef2_channels_last_equals_contiguous_on_a_real_photo():
+    from PIL import Image
+
+    with Image.open(SET5[0]) as image:  # baby.png, 512 x 512: its top-left 256 x 192 px
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)[:256, :192] / 255
+    images = torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
+    ae = load_autoencoder("taef2", models_dir=SHARED / "weights")
+    assert ae.memory_format == "channels_last"  # the CPU default
+    assert ae.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    latents, decoded = _round_trip_in(ae, "channels_last", images)
+    expected_latents, expected = _round_trip_in(ae, "contiguous", images)
+    assert ae.encoder[0].weight.is_contiguous()
+    assert (latents - expected_latents).abs().mean() < 1e-5
+    assert (decoded - expected).abs().mean() < 1e-5
+    assert (decoded - images).abs().mean() < 0.05  # a real reconstruction, not noise
+
+
+def test_kl_channels_last_equals_contiguous(tiny_kl_model):
+    ae = DiffusersKLAutoencoder(copy.deepcopy(tiny_kl_model))
+    assert ae.memory_format == "channels_last"
+    assert ae.model.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    images = _images(n=2, size=48, seed=3)
+    latents, decoded = _round_trip_in(ae, "channels_last", images)
+    expected_latents, expected = _round_trip_in(ae, "contiguous", images)
+    assert (latents - expected_latents).abs().mean() < 1e-5
+    assert (decoded - expected).abs().mean() < 1e-5
+
+
+def test_memory_format_follows_the_device_and_is_checked(tiny_taesd_dir, monkeypatch):
+    ae = load_autoencoder(tiny_taesd_dir)
+    monkeypatch.setattr(ae, "device", torch.device("cuda"))  # not measured there: contiguous
+    assert ae.memory_format == "contiguous"
+    assert load_autoencoder("pixel").memory_format == "contiguous"
+    chosen = load_autoencoder(tiny_taesd_dir, memory_format="contiguous")
+    assert chosen.memory_format == "contiguous" and chosen.encoder[0].weight.is_contiguous()
+    assert load_autoencoder(chosen).memory_format == "contiguous"  # an instance keeps its own
+    with pytest.raises(ValueError, match=r"memory_format must be one of .*got 'nhwc'"):
+        load_autoencoder(tiny_taesd_dir, memory_format="nhwc")
+    assert "memory_format='contiguous'" in repr(chosen)
+
+
+@needs_taef2
+def test_common_photo_sizes_run_whole_and_4k_is_tiled_by_default_on_cpu():
+    ae = load_autoencoder("taef2", models_dir=SHARED / "weights")
+    assert ae.memory_budget == 2 * 10**9
+    assert not ae.will_tile(512, 768) and not ae.will_tile(1024, 1024)
+    assert ae.will_tile(2048, 2048) and ae.will_tile(2160, 3840) and ae.will_tile(4096, 4096)
+    assert ae.tile_size == 800 and ae.estimated_memory(800, 800) <= ae.memory_budget / 2
+    calls = _count_calls(ae.encoder[0])
+    latents = ae.encode(torch.rand(1, 3, 512, 768, generator=torch.Generator().manual_seed(0)))
+    assert [tuple(shape) for shape in calls] == [(1, 3, 512, 768)]  # one pass, no tile
+    assert latents.shape == (1, 32, 64, 96)
+
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    sd_vae = load_autoencoder(AutoencoderKL(**SD_VAE_CONFIG))
+    assert not sd_vae.will_tile(512, 768) and sd_vae.will_tile(1024, 1024)
+    assert sd_vae.will_tile(4096, 4096) and sd_vae.tile_size == 512
+    # Half precision halves the estimate: a 1024 px image fits 6 GB on CUDA.
+    sd_vae.to(dtype=torch.float16)
+    assert sd_vae.estimated_memory(1024, 1024) * 2 == sd_vae.to(
+        dtype=torch.float32
+    ).estimated_memory(1024, 1024)
+
+
+def test_a_batch_over_the_budget_runs_in_smaller_passes(pooled_taesd):
+    ae = copy.deepcopy(pooled_taesd)
+    images = torch.rand(5, 3, 64, 48, generator=torch.Generator().manual_seed(4))
+    expected_latents = ae.set_tiling(None).encode(images)
+    expected = ae.decode(expected_latents)
+    # Room for two images per pass, not three: passes of 2, 2 and 1, never a tile.
+    ae.set_tiling("auto", memory_budget=ae.estimated_memory(64, 48, count=2) + 1)
+    assert not ae.will_tile(64, 48)
+    encoder_calls, decoder_calls = _count_calls(ae.encoder[0]), _count_calls(ae.decoder[-1])
+    latents = ae.encode(images)
+    decoded = ae.decode(expected_latents)
+    for calls in (encoder_calls, decoder_calls):
+        assert [(shape[0], *shape[-2:]) for shape in calls] == [(2, 64, 48)] * 2 + [(1, 64, 48)]
+    torch.testing.assert_close(latents, expected_latents, rtol=0, atol=1e-5)
+    torch.testing.assert_close(decoded, expected, rtol=0, atol=1e-5)
+
+
+def test_an_image_over_the_budget_is_tiled_and_matches_the_untiled_pass(pooled_taesd):
+    ae = copy.deepcopy(pooled_taesd)
+    images = torch.rand(2, 3, 640, 320, generator=torch.Generator().manual_seed(5))
+    expected_latents = ae.set_tiling(None).encode(images)
+    expected = ae.decode(expected_latents)
+    budget = ae.estimated_memory(200, 200)  # one image alone is over it, far
+    ae.set_tiling("auto", memory_budget=budget)
+    assert ae.will_tile(640, 320) and ae.memory_budget == budget
+    assert ae.tile_size == 256 and ae.tile_overlap == 128  # the smallest tile "auto" makes
+    calls = _count_calls(ae.encoder[0])
+    latents = ae.encode(images)
+    assert all(shape[0] == 1 and max(shape[-2:]) <= 256 for shape in calls) and len(calls) > 2
+    torch.testing.assert_close(latents, expected_latents, rtol=0, atol=1e-4)
+    torch.testing.assert_close(ae.decode(expected_latents), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("budget", "error", "message"),
+    [(0, ValueError, "got 0"), (1.5e9, TypeError, "got float"), ("big", TypeError, "got str")],
+)
+def test_memory_budget_is_checked(tiny_taesd_dir, budget, error, message):
+    ae = TAESDAutoencoder.from_directory(tiny_taesd_dir)
+    with pytest.raises(error, match=rf"memory_budget must be an int >= 1, {message}"):
+        ae.set_tiling(memory_budget=budget)
+    assert ae.memory_budget == 2 * 10**9  # a refused setting changes nothing
+    assert ae.set_tiling(256).memory_budget is None  # only "auto" tiles by memory
+    assert PixelAutoencoder().memory_budget is None and not PixelAutoencoder().will_tile(8, 8)

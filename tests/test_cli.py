@@ -355,6 +355,17 @@ def test_prior_then_fit_with_it_is_fitting_on_the_natural_images(
     )
 
 
+def test_fit_without_natural_images_nor_a_builtin_prior_says_how_to_make_one(
+    data, tmp_path, capsys
+):
+    operator = tmp_path / "op.safetensors"
+    args = ["fit", "--restored", str(data / "restored"), "-o", str(operator), "--vae", "pixel"]
+    assert main([*args, "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'pixel'" in err[0] and "latent-ot prior" in err[0]
+    assert not operator.exists()
+
+
 def test_fit_with_a_missing_prior_file_says_how_to_make_one(data, tmp_path, capsys):
     args = ["fit", "--restored", str(data / "restored"), "--prior", str(tmp_path / "no.st")]
     assert main([*args, "-o", str(tmp_path / "op.safetensors"), "--vae", "pixel"]) == 1

@@ -67,12 +67,14 @@ def test_best_alpha_is_the_lowest_kid_within_one_db_of_the_restorer(bench):
             (1.0, 27.0, 1.20),
         ]
     )
-    numbers = bench.measures.summary_numbers(rows)
+    numbers = bench.measures.summary_numbers(rows, clean_kid=0.2)
     # alpha 0 and -0.5 have lower KID but lose more than 1 dB: 0.5 is the best within it.
     assert numbers["best_alpha"] == 0.5
     assert numbers["kid_drop_pct"] == pytest.approx(100 * (1.2 - 0.3) / 1.2)
     assert numbers["psnr_loss_at_0"] == pytest.approx(3.0)
     assert numbers["restorer_kid"] == 1.2 and numbers["kid_at_0"] == 0.1
+    # Of the restorer's 1.0 above the clean images' KID, 0.9 is gone.
+    assert numbers["kid_excess_drop_pct"] == pytest.approx(90.0)
 
 
 def test_no_better_alpha_within_one_db_means_no_drop(bench):
@@ -83,7 +85,8 @@ def test_no_better_alpha_within_one_db_means_no_drop(bench):
 
 def test_a_restorer_kid_that_is_not_positive_gives_no_relative_drop(bench):
     rows = _rows([(0.0, 26.5, -0.2), (1.0, 27.0, -0.1)])
-    assert math.isnan(bench.measures.summary_numbers(rows)["kid_drop_pct"])
+    numbers = bench.measures.summary_numbers(rows, clean_kid=0.0)
+    assert math.isnan(numbers["kid_drop_pct"]) and math.isnan(numbers["kid_excess_drop_pct"])
 
 
 def test_summary_needs_both_ends_of_the_sweep(bench):
@@ -166,7 +169,7 @@ def test_fit_halves_are_disjoint_and_reproducible(bench, tmp_path):
 def test_test_images_are_unseen_by_the_fit_and_the_prior(bench, tmp_path):
     (tmp_path / "images" / "Set14").mkdir(parents=True)
     (tmp_path / "images" / "Set14" / "zebra.png").touch()
-    names = bench.tasks.held_out_names(tmp_path, quick=False)
+    names = bench.tasks.held_out_names(tmp_path)
     wikipedia = [int(name.split("/")[1]) for name in names if name.startswith("wikipedia")]
     assert names[0] == "Set14/zebra" and wikipedia == list(range(36, 50))
     assert not any("CBSD68" in name for name in names)
@@ -207,6 +210,17 @@ def test_distribution_measures_compare_unpaired_halves(bench):
         outputs[:2], images[:2], extractor=_mean_colour, inception=False, crop_size=16, seed=0
     )
     assert math.isnan(too_few["kid_mobilenet"]) and math.isnan(too_few["fd_mobilenet"])
+
+
+def test_ssim_is_latent_ots_definition(bench):
+    rng = np.random.default_rng(1)
+    clean = [_smooth_image(40, seed=k) for k in range(2)] + [_smooth_image(24, seed=2)[:, :20]]
+    noisy = [
+        np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8) for image in clean
+    ]
+    expected = metrics.ssim(noisy, clean)
+    assert bench.measures.ssim(noisy, clean) == pytest.approx(expected, rel=1e-6)
+    assert 0.2 < expected < 0.95
 
 
 def test_real_fid_is_skipped_without_torch_fidelity(bench, monkeypatch):
@@ -251,6 +265,7 @@ def test_alphas_always_hold_both_ends_and_quick_is_smaller(bench, shared_dir):
     quick = quality.parse_args(["--shared", str(shared_dir), "--quick"])
     full = quality.parse_args(["--shared", str(shared_dir)])
     assert len(quick.alphas) < len(full.alphas) and full.alphas == list(quality.ALPHAS)
+    assert quick.size < full.size
 
 
 def test_bad_options_name_themselves(bench, shared_dir, capsys):

@@ -5,9 +5,12 @@ with the same contract: :meth:`~Autoencoder.encode` takes RGB images in ``[0, 1]
 deterministic float32 latents, :meth:`~Autoencoder.decode` takes latents and returns RGB images
 clamped to ``[0, 1]``. Each adapter hides its model's own range convention.
 
-Large images are encoded and decoded in overlapping tiles, one at a time, so that the memory
-stays that of one tile (:meth:`~Autoencoder.set_tiling`, :data:`AUTO_TILE_SIZES`). Outputs are
-never NaN or infinite: a half-precision model that overflows is run again in float32.
+Images whose pass would take more memory than a budget per device are encoded and decoded in
+overlapping tiles, one at a time, so that the memory stays that of one tile; smaller ones run
+in one pass (:meth:`~Autoencoder.set_tiling`, :data:`AUTO_MEMORY_BUDGETS`,
+:data:`AUTO_TILE_SIZES`). Convolutions run channels-last on the CPU, where it is faster
+(:meth:`~Autoencoder.set_memory_format`, :data:`AUTO_MEMORY_FORMATS`). Outputs are never NaN
+or infinite: a half-precision model that overflows is run again in float32.
 
 Adapters:
 
@@ -29,14 +32,17 @@ need it.
 """
 
 from ._base import Autoencoder
+from ._layout import AUTO_MEMORY_FORMATS
 from ._loading import load_autoencoder
-from ._tiling import AUTO_TILE_SIZES
+from ._tiling import AUTO_MEMORY_BUDGETS, AUTO_TILE_SIZES
 from .diffusers import DiffusersKLAutoencoder, DiffusersTinyAutoencoder
 from .pixel import PixelAutoencoder
 from .presets import BUNDLED_WEIGHTS, MODELS_DIR_ENV, PRESETS, AutoencoderPreset
 from .taesd import TAESDAutoencoder
 
 __all__ = [
+    "AUTO_MEMORY_BUDGETS",
+    "AUTO_MEMORY_FORMATS",
     "AUTO_TILE_SIZES",
     "BUNDLED_WEIGHTS",
     "MODELS_DIR_ENV",

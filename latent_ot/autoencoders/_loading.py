@@ -181,6 +181,8 @@ def load_autoencoder(
     models_dir: str | os.PathLike | None = None,
     tile_size: int | str | None = "auto",
     tile_overlap: int | None = None,
+    memory_budget: int | str = "auto",
+    memory_format: str = "auto",
 ) -> Autoencoder:
     """Resolve ``vae`` to an :class:`Autoencoder` on ``device`` with compute dtype ``dtype``.
 
@@ -218,12 +220,21 @@ def load_autoencoder(
         to the environment variable :data:`MODELS_DIR_ENV` (``LATENT_OT_MODELS_DIR``).
     tile_size : int, "auto" or None, default "auto"
         Images larger than this many pixels (height or width) are encoded and decoded tile by
-        tile, bounding the memory; ``"auto"``: :data:`AUTO_TILE_SIZES` for the device; None:
-        never. See :meth:`Autoencoder.set_tiling`.
+        tile, bounding the memory; ``"auto"``: by memory, images and batches whose pass would
+        take more than ``memory_budget`` are split; None: never. See
+        :meth:`Autoencoder.set_tiling`.
     tile_overlap : int, optional
-        Pixels shared by neighbouring tiles; by default the adapter's choice. An
-        :class:`Autoencoder` instance keeps its own tiling unless ``tile_size`` (other than
-        ``"auto"``) or ``tile_overlap`` is given.
+        Pixels shared by neighbouring tiles; by default the adapter's choice.
+    memory_budget : int or "auto", default "auto"
+        Bytes one pass may take with ``tile_size="auto"``; ``"auto"``:
+        :data:`AUTO_MEMORY_BUDGETS` for the device (2 GB on the CPU). An :class:`Autoencoder`
+        instance keeps its own tiling unless ``tile_size`` (other than ``"auto"``),
+        ``tile_overlap`` or ``memory_budget`` is given.
+    memory_format : {"auto", "channels_last", "contiguous"}, default "auto"
+        The layout the model computes in; ``"auto"``: channels-last on the CPU, where it is
+        faster, contiguous elsewhere (:data:`AUTO_MEMORY_FORMATS`). The outputs are the same
+        to float precision. An :class:`Autoencoder` instance keeps its own unless another
+        value is given. See :meth:`Autoencoder.set_memory_format`.
 
     Returns
     -------
@@ -263,6 +274,9 @@ def load_autoencoder(
             f"sample_latent=True, but {autoencoder.name} has a deterministic encoder "
             f"(only diffusers AutoencoderKL has a latent distribution to sample)"
         )
-    if autoencoder is not vae or tile_size != "auto" or tile_overlap is not None:
-        autoencoder.set_tiling(tile_size, tile_overlap)
+    changed_tiling = tile_size != "auto" or tile_overlap is not None or memory_budget != "auto"
+    if autoencoder is not vae or changed_tiling:
+        autoencoder.set_tiling(tile_size, tile_overlap, memory_budget=memory_budget)
+    if autoencoder is not vae or memory_format != "auto":
+        autoencoder.set_memory_format(memory_format)
     return autoencoder.to(device=device, dtype=dtype)

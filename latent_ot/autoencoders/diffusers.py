@@ -17,12 +17,19 @@ from torch import Tensor, nn
 
 from ._base import Autoencoder
 from ._tiling import _round_down
+from .taesd import _TAESD_ACTIVATIONS_PER_WIDTH
+
+# Activation values per input pixel at the peak of an encode + decode, per channel of the
+# full-resolution layers (``block_out_channels[0]``): the Stable Diffusion VAE's configuration
+# (128) peaked at 3.7 to 3.8 KB per pixel above the model on the CPU in float32, contiguous
+# (512 and 1024 px, untiled); channels-last takes less (3.2 KB at 512 px).
+_KL_ACTIVATIONS_PER_WIDTH = 7.35
 
 
 class _DiffusersAutoencoder(Autoencoder):
     """Shared plumbing of the diffusers adapters: the module lives in ``self.model``."""
 
-    _tiles_by_default = True
+    _convolutional = True
 
     def __init__(self, model: Any, *, factor: int, name: str | None) -> None:
         if name is None:
@@ -45,6 +52,10 @@ class _DiffusersAutoencoder(Autoencoder):
             # diffusers' ModelMixin.to logs a warning at every cast to a dtype, even with no
             # module to keep in float32; for such a model nn.Module.to is the same, silent.
             nn.Module.to(self.model, device=device, dtype=dtype)
+
+    def _set_module_format(self, memory_format: torch.memory_format) -> None:
+        if not getattr(self.model, "is_quantized", False):  # packed weights have no layout
+            nn.Module.to(self.model, memory_format=memory_format)
 
     @contextmanager
     def _model_tiling(self, settings: Mapping[str, Any]) -> Iterator[None]:
@@ -107,25 +118,36 @@ class DiffusersKLAutoencoder(_DiffusersAutoencoder):
         self.sample_latent = bool(sample_latent)
 
     def _encode(self, images: Tensor, generator: torch.Generator | None) -> Tensor:
-        with self._diffusers_tiling():
-            distribution = self.model.encode(images * 2 - 1).latent_dist
+        with self._model_tiling({"use_tiling": False}):
+            return self._encode_now(images, generator)
+
+    def _decode(self, latents: Tensor) -> Tensor:
+        with self._model_tiling({"use_tiling": False}):
+            return self._decode_now(latents)
+
+    def _encode_now(self, images: Tensor, generator: torch.Generator | None) -> Tensor:
+        distribution = self.model.encode(images * 2 - 1).latent_dist
         if self.sample_latent:
             return distribution.sample(generator=generator)
         return distribution.mean
 
-    def _decode(self, latents: Tensor) -> Tensor:
-        with self._diffusers_tiling():
-            return (self.model.decode(latents).sample + 1) / 2
+    def _decode_now(self, latents: Tensor) -> Tensor:
+        return (self.model.decode(latents).sample + 1) / 2
 
     # diffusers tiles AutoencoderKL itself, blending the tiles' moments (so the encoding is still
     # the mean of one distribution) and decoded pixels with linear ramps. Its tiles are only
     # approximately seamless: GroupNorm and the mid-block attention see one tile, not the image.
 
     def _encode_tiled(self, image: Tensor, generator: torch.Generator | None) -> Tensor:
-        return self._encode(image, generator)
+        with self._diffusers_tiling():
+            return self._encode_now(image, generator)
 
     def _decode_tiled(self, latents: Tensor) -> Tensor:
-        return self._decode(latents)
+        with self._diffusers_tiling():
+            return self._decode_now(latents)
+
+    def _activation_elements_per_pixel(self) -> float:
+        return _KL_ACTIVATIONS_PER_WIDTH * self.model.config.block_out_channels[0]
 
     def _default_tile_overlap(self, tile_size: int) -> int:
         return _round_down(tile_size // 4, 2 * self.factor)  # diffusers' default overlap
@@ -190,6 +212,10 @@ class DiffusersTinyAutoencoder(_DiffusersAutoencoder):
     def _decode(self, latents: Tensor) -> Tensor:
         with self._model_tiling({"use_tiling": False}):
             return (self.model.decode(latents).sample + 1) / 2
+
+    def _activation_elements_per_pixel(self) -> float:
+        # The TAESD family's layout without the pooling branch: TAESDAutoencoder's estimate.
+        return _TAESD_ACTIVATIONS_PER_WIDTH * self.model.config.decoder_block_out_channels[-1]
 
 
 _DIFFUSERS_CLASSES = ("AutoencoderKL", "AutoencoderTiny")

@@ -50,7 +50,7 @@ def resolve_vae(spec: str, console: Console | None = None) -> str:
     """The autoencoder a command uses for ``--vae spec``; says which on ``console``.
 
     ``spec`` is returned as it is, except ``"auto"`` (the option's value in earlier versions),
-    which is the default, :data:`DEFAULT_VAE`. Whether it can be loaded is found out when it
+    which is the default, ``"taef2"``. Whether it can be loaded is found out when it
     is loaded: an autoencoder that cannot be is an error, never replaced by another.
 
     Examples

@@ -17,7 +17,6 @@ from ..validation import check_real
 
 __all__ = [
     "STOCHASTIC_MODES",
-    "blend",
     "check_alpha",
     "check_rtol",
     "in_place_blend",
@@ -58,15 +57,9 @@ def make_generator(random_state: Any, device: torch.device | str = "cpu") -> tor
     return generator
 
 
-def blend(transported: torch.Tensor, original: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Perception-distortion interpolation ``(1 - alpha) * transported + alpha * original``."""
-    if alpha == 0.0:
-        return transported
-    return torch.lerp(transported, original.to(transported.dtype), alpha)
-
-
 def in_place_blend(transported: torch.Tensor, original: torch.Tensor, alpha: float) -> torch.Tensor:
-    """:func:`blend`, written into ``transported``: for a caller that owns it."""
+    """:func:`latent_ot.transport.blend`, written into ``transported``: for a caller that
+    owns it."""
     if alpha == 0.0:
         return transported
     return transported.lerp_(original.to(transported.dtype), alpha)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ._common import json_params, stats_from, stats_tensors
-from .gaussian_transport import GaussianOTTransformer
 
 _TRANSPORT = "transport."
 
@@ -44,9 +43,7 @@ def restore_operator(operator: Any, tensors: dict, metadata: dict) -> Any:
     operator.n_images_restored_ = counts["restored_images"]
     operator.n_images_natural_ = counts["natural_images"]
     operator.prior_scale_ = metadata.get("prior_scale")  # absent from files before priors
-    operator.gaussian_ot_ = GaussianOTTransformer(
-        stochastic=operator.stochastic, rtol=operator.rtol, random_state=operator.random_state
-    )
+    operator.gaussian_ot_ = operator._gaussian_transport()
     operator.gaussian_ot_.restore_file_state(tensors, metadata["transport"], _TRANSPORT)
     operator.w2_ = operator.gaussian_ot_.w2_
     return operator

@@ -10,10 +10,17 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ..gaussian import GaussianMap, fit_gaussian_map, w2_distance
+from ..gaussian import (
+    GaussianMap,
+    fit_gaussian_map,
+    limit_gain,
+    oas_shrinkage,
+    shrunk_covariance,
+    w2_distance,
+)
 from ..serialization import read_operator, write_operator
 from ..stats import GaussianStats
-from ..validation import check_choice
+from ..validation import check_choice, check_real
 from ._common import (
     STOCHASTIC_MODES,
     check_alpha,
@@ -85,6 +92,14 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         Relative eigenvalue tolerance deciding singularity: an eigenvalue ``<= rtol *
         largest`` counts as zero. None means ``d * eps(float64)``, as in
         ``numpy.linalg.matrix_rank``.
+    shrinkage : float or "oas", default=0.0
+        Shrink the source covariance toward the scaled identity before the map is fitted
+        (:func:`latent_ot.gaussian.shrunk_covariance`): a fraction in ``[0, 1]``, or ``"oas"``
+        for the Oracle Approximating Shrinkage amount estimated from the statistics
+        (:func:`latent_ot.gaussian.oas_shrinkage`). ``0`` is the plain map.
+    max_gain : float or None, default=None
+        Clamp the eigenvalues of the transport matrix at this value
+        (:func:`latent_ot.gaussian.limit_gain`); None leaves the map as fitted.
     random_state : int, RandomState instance or None, default=None
         Seeds the noise of the stochastic map. The same int gives the same output on every
         call of ``transform``.
@@ -123,10 +138,21 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
     True
     """
 
-    def __init__(self, *, alpha=0.0, stochastic="auto", rtol=None, random_state=None):
+    def __init__(
+        self,
+        *,
+        alpha=0.0,
+        stochastic="auto",
+        rtol=None,
+        shrinkage=0.0,
+        max_gain=None,
+        random_state=None,
+    ):
         self.alpha = alpha
         self.stochastic = stochastic
         self.rtol = rtol
+        self.shrinkage = shrinkage
+        self.max_gain = max_gain
         self.random_state = random_state
 
     # -- fitting -------------------------------------------------------------------------------
@@ -243,6 +269,10 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         check_alpha(self.alpha)
         check_choice(self.stochastic, "stochastic", STOCHASTIC_MODES)
         check_rtol(self.rtol)
+        if self.shrinkage != "oas":
+            check_real(self.shrinkage, "shrinkage", low=0, high=1)
+        if self.max_gain is not None:
+            check_real(self.max_gain, "max_gain", low=0, closed="neither")
 
     def _as_target_stats(self, target) -> GaussianStats:
         if isinstance(target, GaussianStats):
@@ -279,10 +309,23 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         else:
             mean_t, cov_t = target.mean, target.covariance
             ot_map = fit_gaussian_map(
-                mean_s, cov_s, mean_t, cov_t, stochastic=self.stochastic, rtol=self.rtol
+                mean_s,
+                self._shrunk(cov_s, source.count),
+                mean_t,
+                cov_t,
+                stochastic=self.stochastic,
+                rtol=self.rtol,
             )
+            if self.max_gain is not None:
+                matrix = limit_gain(ot_map.matrix, self.max_gain)
+                ot_map = GaussianMap(ot_map.mean_source, mean_t, matrix, ot_map.noise_factor)
             w2 = float(w2_distance(mean_s, cov_s, mean_t, cov_t))
         self._set_map(ot_map, w2)
+
+    def _shrunk(self, cov: torch.Tensor, count: int) -> torch.Tensor:
+        if self.shrinkage == "oas":
+            return shrunk_covariance(cov, oas_shrinkage(cov, count))
+        return shrunk_covariance(cov, self.shrinkage)
 
     def _set_map(self, ot_map: GaussianMap, w2: float) -> None:
         """Install a map and derive the public fitted attributes from it and the statistics."""

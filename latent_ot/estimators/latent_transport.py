@@ -4,53 +4,51 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ..autoencoders import load_autoencoder
-from ..devices import resolve_device
-from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
+from ..distributed import synchronizing
 from ..encoding import (
     DEFAULT_PATCH_CHUNK_SIZE,
     image_batches,
-    latent_patch_stats,
     name_of,
+    patch_stats,
     stack_pixels,
 )
-from ..exceptions import IncompatibleAutoencoderError
 from ..io import ImageSource
 from ..memory import reusing_freed_memory
-from ..patches import patch_dim
-from ..priors import NaturalPrior, has_builtin_prior, load_prior, restored_image_side
 from ..serialization import read_operator, write_operator
-from ..stats import GaussianStats
-from ..transport import FOLD_WINDOWS, transport_images
-from ..validation import check_bool, check_choice, check_int
+from ..transport import sweep_images
 from ._common import (
-    STOCHASTIC_MODES,
-    blend,
     check_alpha,
-    check_rtol,
     make_generator,
 )
+from ._latent_checks import check_compatible, check_mergeable, check_params
 from ._latent_files import operator_file_state, restore_operator
-from .gaussian_transport import GaussianOTTransformer
+from ._latent_fitting import LatentFitMixin
 
-__all__ = ["LatentOTTransformer"]
+__all__ = ["PAPER_RECIPE", "LatentOTTransformer"]
+
+PAPER_RECIPE = {
+    "vae": "sd-vae-ft-mse",
+    "patch_size": 3,
+    "stochastic": "auto",
+    "fold_window": "uniform",
+    "shrinkage": 0.0,
+    "max_gain": None,
+    "residual": False,
+    "interpolation": "pixel",
+    "zero_shot": False,
+}
+"""The parameters of the paper's recipe (:meth:`LatentOTTransformer.paper`)."""
 
 
-def _describe_vae(vae: Any) -> str:
-    if isinstance(vae, str | os.PathLike):
-        return os.fspath(vae)
-    return f"{type(vae).__name__} instance at {id(vae):#x}"
-
-
-class LatentOTTransformer(TransformerMixin, BaseEstimator):
+class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
     """Deep Optimal Transport: make restored images look natural, from a dozen examples.
 
     ``fit`` encodes a set of restored images (outputs of any restoration model) and a set of
@@ -62,10 +60,16 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    vae : str, os.PathLike, Autoencoder or diffusers model, default="stabilityai/sd-vae-ft-mse"
-        The autoencoder: a preset name (``"sd-vae-ft-mse"``, ``"taef2"``, ``"pixel"``, ...), a
-        hub id, a local directory or an instance; see
+    vae : str, os.PathLike, Autoencoder or diffusers model, default="taef2"
+        The autoencoder: a preset name (``"taef2"``, bundled with the package and offline;
+        ``"sd-vae-ft-mse"``, the paper's, downloaded on first use; ``"pixel"``, ...), a hub
+        id, a local directory or an instance; see
         :func:`latent_ot.autoencoders.load_autoencoder`. Loaded on first use, not here.
+    prior : "builtin", str, os.PathLike or NaturalPrior, default="builtin"
+        The natural side when ``fit`` gets no natural images: ``"builtin"`` is the prior
+        shipped for the autoencoder (:func:`latent_ot.priors.builtin_prior`; TAEF2 has one),
+        else a file written by :meth:`latent_ot.priors.NaturalPrior.save`. Its scale nearest
+        to the size of the restored images is used. Ignored when natural images are given.
     patch_size : int, default=3
         Side ``p`` of the latent patches; the statistics have dimension ``C * p * p``.
     alpha : float, default=0.0
@@ -98,6 +102,21 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
     rtol : float, default=None
         Relative eigenvalue tolerance deciding singularity (see
         :class:`GaussianOTTransformer`).
+    shrinkage : float or "oas", default=0.0
+        Shrink the restored patches' covariance toward the scaled identity before the map is
+        fitted (see :class:`GaussianOTTransformer`); ``0`` is the paper's plain map.
+    max_gain : float or None, default=None
+        Clamp the eigenvalues of the transport matrix (see :class:`GaussianOTTransformer`).
+    residual : bool, default=False
+        Decode the change only, ``x + D(T(E(x))) - D(E(x))``: what the autoencoder cannot
+        reconstruct stays out of it (a second decode; see :mod:`latent_ot.transport`).
+    interpolation : {"pixel", "latent"}, default="pixel"
+        Where ``alpha`` interpolates: between images (the paper) or between latents, then
+        decoded (one decode per ``alpha`` in :meth:`sweep`).
+    zero_shot : bool, default=False
+        At transform time, take the restored side's statistics from each image itself
+        instead of from the fit (the natural side stays the fitted one, which is not
+        changed). Suits low-dimensional patch vectors (few channels or ``patch_size=1``).
     random_state : int, RandomState instance or None, default=None
         Seeds the noise of the stochastic map and the latent samples; the same int gives the
         same output on every call.
@@ -118,6 +137,9 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
     latent_channels_, factor_, patch_dim_ : int
         Latent channels and downsampling factor of the autoencoder used in ``fit``, and the
         patch vector length ``latent_channels_ * patch_size ** 2``.
+    prior_scale_ : int or None
+        The scale (long side, px) of the prior used as the natural side; None when natural
+        images were given.
 
     Notes
     -----
@@ -159,6 +181,11 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         patch_chunk_size=DEFAULT_PATCH_CHUNK_SIZE,
         tile_size="auto",
         rtol=None,
+        shrinkage=0.0,
+        max_gain=None,
+        residual=False,
+        interpolation="pixel",
+        zero_shot=False,
         random_state=None,
         verbose=False,
     ):
@@ -175,8 +202,30 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self.patch_chunk_size = patch_chunk_size
         self.tile_size = tile_size
         self.rtol = rtol
+        self.shrinkage = shrinkage
+        self.max_gain = max_gain
+        self.residual = residual
+        self.interpolation = interpolation
+        self.zero_shot = zero_shot
         self.random_state = random_state
         self.verbose = verbose
+
+    @classmethod
+    def paper(cls, **params) -> LatentOTTransformer:
+        """The paper's recipe (Adrai et al., 2023): :data:`PAPER_RECIPE`, then ``params``.
+
+        The Stable Diffusion VAE, patch size 3, the plain Gaussian map folded with equal
+        weights, and interpolation in pixel space; it gives the same outputs, bit for bit,
+        as latent-ot did before any of the other options existed.
+
+        Examples
+        --------
+        >>> LatentOTTransformer.paper().vae
+        'sd-vae-ft-mse'
+        >>> LatentOTTransformer.paper(vae="taef2").get_params()["residual"]
+        False
+        """
+        return cls(**(PAPER_RECIPE | params))
 
     # -- fitting -------------------------------------------------------------------------------
 
@@ -228,7 +277,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         if not hasattr(self, "restored_stats_"):
             self._start_fit(autoencoder)
         else:
-            self._check_compatible(autoencoder)
+            check_compatible(self, autoencoder)
         sides = {name: images for name, images in (("restored", restored), ("natural", natural))}
         try:
             # One block for all batches: memory freed by one is reused by the next.
@@ -242,103 +291,6 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         finally:
             self._fit_transport()
         return self
-
-    def _start_fit(self, autoencoder) -> None:
-        device = resolve_device(self.device)
-        self.latent_channels_ = autoencoder.latent_channels
-        self.factor_ = autoencoder.factor
-        self.patch_dim_ = patch_dim(self.latent_channels_, self.patch_size)
-        self.restored_stats_ = GaussianStats(self.patch_dim_, device=device)
-        self.natural_stats_ = GaussianStats(self.patch_dim_, device=device)
-        self.n_images_restored_ = 0
-        self.n_images_natural_ = 0
-
-    def _accumulate(self, name: str, images, autoencoder) -> None:
-        """Merge the patches of ``images`` into the ``name`` side, one batch at a time."""
-        stats = getattr(self, f"{name}_stats_").to(resolve_device(self.device))
-        count = 0
-        for batch_stats, n_images in self._batch_stats(name, images, autoencoder):
-            stats.merge(batch_stats)
-            setattr(self, f"n_images_{name}_", getattr(self, f"n_images_{name}_") + n_images)
-            count += n_images
-        if count == 0:
-            raise ValueError(f"{name} is empty: expected at least one image")
-
-    def _accumulate_across_ranks(self, sides: dict, autoencoder) -> None:
-        """Accumulate this rank's share of the call, then merge every rank's, in rank order."""
-        device = resolve_device(self.device)
-        local = {name: GaussianStats(self.patch_dim_, device=device) for name in sides}
-        counts = dict.fromkeys(sides, 0)
-        try:
-            for name, images in sides.items():
-                for batch_stats, n_images in self._batch_stats(name, images or [], autoencoder):
-                    local[name].merge(batch_stats)
-                    counts[name] += n_images
-        except BaseException as error:
-            report_failure(error)  # the other ranks raise now instead of timing out
-            raise
-        merged = gather_stats([local[name] for name in sides])
-        totals = sum_counts([counts[name] for name in sides])
-        for name, stats, total in zip(sides, merged, totals, strict=True):
-            if sides[name] is not None and total == 0:
-                raise ValueError(f"{name} is empty on every rank: expected at least one image")
-            getattr(self, f"{name}_stats_").to(device).merge(stats)
-            setattr(self, f"n_images_{name}_", getattr(self, f"n_images_{name}_") + total)
-
-    def _batch_stats(self, name: str, images, autoencoder) -> Iterator[tuple[GaussianStats, int]]:
-        """Statistics of the patches of each batch of ``images``, with the batch's size."""
-        return latent_patch_stats(
-            images,
-            autoencoder,
-            self.patch_size,
-            batch_size=self.batch_size,
-            chunk_size=self.patch_chunk_size,
-            device=resolve_device(self.device),
-            generator=self._latent_generator(autoencoder),
-            name=name,
-            verbose=self.verbose,
-            desc=f"encoding {name}",
-        )
-
-    def _fit_transport(self) -> None:
-        target = self._natural_target()
-        if self.restored_stats_.count < 2 or target.count < 2:
-            self.__dict__.pop("gaussian_ot_", None)
-            return
-        self.gaussian_ot_ = GaussianOTTransformer(
-            stochastic=self.stochastic, rtol=self.rtol, random_state=self.random_state
-        ).fit_stats(self.restored_stats_, target)
-        self.w2_ = self.gaussian_ot_.w2_
-
-    def _natural_target(self) -> GaussianStats:
-        """The natural images' statistics, or without any, the prior's nearest in scale.
-
-        Streaming restored images alone with an autoencoder that has no built-in prior leaves
-        the operator unfitted until natural images come.
-        """
-        self.prior_scale_ = None
-        no_prior = self.prior == "builtin" and not has_builtin_prior(self._autoencoder().name)
-        if self.n_images_natural_ > 0 or self.restored_stats_.count == 0 or no_prior:
-            return self.natural_stats_
-        side = restored_image_side(
-            self.restored_stats_.count, self.n_images_restored_, self.patch_size, self.factor_
-        )
-        stats, self.prior_scale_ = self._natural_prior(self._autoencoder()).select(
-            self.patch_size, side
-        )
-        return stats.to(self.restored_stats_.device)
-
-    def _natural_prior(self, autoencoder) -> NaturalPrior:
-        """The ``prior`` parameter, loaded once and checked against the autoencoder."""
-        key = (self.prior if isinstance(self.prior, str | os.PathLike) else id(self.prior),)
-        key += (autoencoder.name,)
-        cached = self.__dict__.get("_prior_cache")
-        if cached is None or cached[0] != key:
-            prior = load_prior(self.prior, autoencoder.name)
-            prior.check_matches(autoencoder.latent_channels, autoencoder.factor, autoencoder.name)
-            prior.select(self.patch_size, 1.0)  # a patch size the prior lacks fails here
-            self._prior_cache = (key, prior)
-        return self._prior_cache[1]
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "gaussian_ot_")
@@ -399,46 +351,44 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
 
     def _transport_all(self, source: ImageSource, alphas: list[float], outputs) -> None:
         autoencoder = self._autoencoder()
-        self._check_compatible(autoencoder)
-        generator = make_generator(self.random_state, autoencoder.device)
-        latent_generator = self._latent_generator(autoencoder)
-        batches = image_batches(
-            source, self.batch_size, verbose=self.verbose, desc="transporting"
-        )
+        check_compatible(self, autoencoder)
+        map_for = self._map_for(make_generator(self.random_state, autoencoder.device))
+        options = {
+            "patch_size": self.patch_size,
+            "fold_window": self.fold_window,
+            "chunk_size": self.patch_chunk_size,
+            "residual": self.residual,
+            "interpolation": self.interpolation,
+            "per_image": self.zero_shot,
+            "generator": self._latent_generator(autoencoder),
+        }
+        batches = image_batches(source, self.batch_size, verbose=self.verbose, desc="transporting")
         with reusing_freed_memory(autoencoder):
             for group in batches:
                 originals = stack_pixels(group, autoencoder.device)
-                transported = self._transport_pixels(
-                    originals, group, autoencoder, generator, latent_generator
+                images = sweep_images(
+                    originals, autoencoder, map_for, alphas, name=name_of(group), **options
                 )
-                self._collect_outputs(group, originals, transported, alphas, outputs)
+                for per_alpha, batch in zip(outputs, images, strict=True):
+                    for k, (index, item) in enumerate(group):
+                        # alpha = 1 gives the inputs themselves, bit for bit
+                        per_alpha[index] = (
+                            item.original() if batch is None else item.to_output(batch[k])
+                        )
 
-    @staticmethod
-    def _collect_outputs(group, originals, transported, alphas: list[float], outputs) -> None:
-        """Blend a batch's transported images with its originals for each alpha."""
-        for alpha, per_alpha in zip(alphas, outputs, strict=True):
-            if alpha == 1.0:  # the inputs themselves, bit for bit
-                for index, item in group:
-                    per_alpha[index] = item.original()
-                continue
-            blended = blend(transported, originals, alpha)
-            for k, (index, item) in enumerate(group):
-                per_alpha[index] = item.to_output(blended[k])
+    def _map_for(self, generator: torch.Generator):
+        """The patch map for given latents: the fitted one, or with ``zero_shot`` one fitted
+        from the image's own patches to the fitted natural statistics (the fit is not
+        changed)."""
+        if not self.zero_shot:
+            return lambda latents: partial(self.gaussian_ot_.transport_tensor, generator=generator)
 
-    def _transport_pixels(
-        self, pixels, group, autoencoder, generator, latent_generator
-    ) -> torch.Tensor:
-        """Encode, transport every latent patch, fold, decode, crop: the ``alpha = 0`` images."""
-        return transport_images(
-            pixels,
-            autoencoder,
-            lambda patches: self.gaussian_ot_.transport_tensor(patches, generator),
-            patch_size=self.patch_size,
-            fold_window=self.fold_window,
-            chunk_size=self.patch_chunk_size,
-            name=name_of(group),
-            generator=latent_generator,
-        )
+        def fitted_on(latents: torch.Tensor):
+            source = patch_stats(latents, self.patch_size, chunk_size=self.patch_chunk_size)
+            own = clone(self.gaussian_ot_).fit_stats(source, self.gaussian_ot_.target_stats_)
+            return partial(own.transport_tensor, generator=generator)
+
+        return fitted_on
 
     def interpolate(self, alpha: float) -> LatentOTTransformer:
         """A fitted copy with another ``alpha``; shares the loaded autoencoder, no refit.
@@ -485,7 +435,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         for operator, name in ((self, "self"), (other, "other")):
             if not hasattr(operator, "restored_stats_"):
                 raise NotFittedError(f"{name} has not been fitted: nothing to merge")
-        self._check_mergeable(other)
+        check_mergeable(self, other)
         merged = copy.copy(self)
         merged.restored_stats_ = self.restored_stats_ + other.restored_stats_
         merged.natural_stats_ = self.natural_stats_ + other.natural_stats_
@@ -499,72 +449,9 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             return NotImplemented
         return self.merge(other)
 
-    def _check_mergeable(self, other: LatentOTTransformer) -> None:
-        mine = (_describe_vae(self.vae), self.patch_size, self.latent_channels_, self.factor_)
-        theirs = (_describe_vae(other.vae), other.patch_size, other.latent_channels_, other.factor_)
-        if mine != theirs:
-            raise IncompatibleAutoencoderError(
-                "cannot merge operators fitted differently: (vae, patch_size, latent "
-                f"channels, factor) are {mine} and {theirs}"
-            )
-
-    # -- the autoencoder -----------------------------------------------------------------------
-
-    def _autoencoder(self):
-        """The loaded autoencoder, (re)loaded when the parameters that build it changed."""
-        key = (
-            self.vae if isinstance(self.vae, str | os.PathLike) else id(self.vae),
-            str(resolve_device(self.device)),
-            str(self.dtype),
-            self.sample_latent,
-            self.tile_size,
-        )
-        cached = self.__dict__.get("_autoencoder_cache")
-        if cached is None or cached[0] != key:
-            autoencoder = load_autoencoder(
-                self.vae,
-                device=resolve_device(self.device),
-                dtype=self.dtype,
-                sample_latent=self.sample_latent,
-                tile_size=self.tile_size,
-            )
-            self._autoencoder_cache = (key, autoencoder)
-        return self._autoencoder_cache[1]
-
-    def _latent_generator(self, autoencoder) -> torch.Generator | None:
-        if not self.sample_latent:
-            return None
-        # A stream apart from the transport noise, so that one does not shift the other.
-        seed = self.random_state + 1 if isinstance(self.random_state, int) else self.random_state
-        return make_generator(seed, autoencoder.device)
-
-    def _check_compatible(self, autoencoder) -> None:
-        fitted = (self.latent_channels_, self.factor_)
-        if (autoencoder.latent_channels, autoencoder.factor) != fitted:
-            raise IncompatibleAutoencoderError(
-                f"vae: this operator was fitted on latents with {fitted[0]} channels and factor "
-                f"{fitted[1]}, but {autoencoder.name} gives {autoencoder.latent_channels} "
-                f"channels and factor {autoencoder.factor}; use the autoencoder of the fit, "
-                "or refit"
-            )
-        if patch_dim(self.latent_channels_, self.patch_size) != self.patch_dim_:
-            raise IncompatibleAutoencoderError(
-                f"patch_size: this operator was fitted with patch vectors of length "
-                f"{self.patch_dim_}, patch_size={self.patch_size} gives "
-                f"{patch_dim(self.latent_channels_, self.patch_size)}; refit"
-            )
-
     def _check_params(self) -> None:
-        check_alpha(self.alpha)
-        check_choice(self.stochastic, "stochastic", STOCHASTIC_MODES)
-        check_rtol(self.rtol)
-        check_int(self.patch_size, "patch_size")
-        check_int(self.batch_size, "batch_size")
-        check_int(self.patch_chunk_size, "patch_chunk_size")
-        resolve_device(self.device)
-        check_choice(self.fold_window, "fold_window", FOLD_WINDOWS)
-        check_bool(self.sample_latent, "sample_latent")
-        check_bool(self.verbose, "verbose")
+        check_params(self)
+        self._gaussian_transport()._check_params()
 
     # -- files -------------------------------------------------------------------------------
 
