@@ -1,19 +1,25 @@
 """Speed and memory of latent-ot next to its floor, the autoencoder itself.
 
-Prints, per autoencoder and image size: encode and decode seconds, ``transform`` seconds and
-its overhead ratio ``transform / (encode + decode)``, fit throughput against pure encode
-throughput (same batch size), ``transform`` throughput, and peak memory (CPU: max RSS of a
-fresh child process; GPU: ``torch.cuda.max_memory_allocated``, reset per case), also of
-``transform`` alone above the loaded model, tiled against untiled. Then writes
-a crop of a 1024 px photo decoded in tiles and in one pass, to look at the seams. Then the
-Gaussian stage, ``GaussianOTTransformer`` fit + transform, against POT's
-``ot.da.LinearTransport`` on the same data: each library in its own child process, median of
-five runs after a warm-up.
+Prints, per autoencoder and image size: the plain encode + decode a user would write by hand
+(eval modules, contiguous float32, ``torch.inference_mode()``, no memory policy), encode and
+decode seconds through latent-ot's adapter, ``transform`` seconds (with latent-ot's memory
+policy, and with it turned off by ``LATENT_OT_REUSE_FREED_MEMORY=0``) and their ratios to the
+plain pass and to the adapter's, fit throughput against pure encode throughput (same batch
+size), ``transform`` throughput, and peak memory (CPU: max RSS of a fresh child process; GPU:
+``torch.cuda.max_memory_allocated``, reset per case), also of ``transform`` alone above the
+loaded model, tiled against untiled. Then the folder throughput: ``transform_files`` (what
+``latent-ot transform`` runs) over 100 photos of mixed sizes from ``shared/images`` on disk
+to PNG files on disk, with reads and writes overlapped and in turn, against the autoencoder
+alone on the same images already in memory. Then writes a crop of a 1024 px photo decoded in
+tiles and in one pass, to look at the seams. Then the Gaussian stage,
+``GaussianOTTransformer`` fit + transform, against POT's ``ot.da.LinearTransport`` on the
+same data: each library in its own child process, median of five runs after a warm-up.
 
-The numbers of each ratio are timed in turns in one process (encode, decode, transform; fit,
-encode), best of ``--repeats`` rounds after a warm-up round. On the CPU every image
-measurement runs in its own child process, so peak memory is that case's alone; on a GPU
-they run in this process (peak memory is reset per case).
+The numbers of each ratio are timed in turns in one process (plain pass, encode + decode,
+transform, transform without the memory policy; fit, encode; the folder's three passes),
+best of ``--repeats`` rounds after a warm-up round. On the CPU every image measurement runs
+in its own child process, so peak memory is that case's alone; on a GPU they run in this
+process (peak memory is reset per case).
 
 Run: ``python benchmarks/bench.py`` (all cases, tens of minutes on 2 CPU cores), or pick
 cases with ``--autoencoders taef2 --sizes 512 1024 --skip-gaussian``; on a GPU
@@ -25,202 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _speed_cases import run_image_case
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-# The configuration of stabilityai/sd-vae-ft-mse, randomly initialised: same cost, no download.
-SD_VAE_CONFIG = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 512,
-}
-
-
-def build_autoencoder(name: str, device: str, dtype: str | None, shared: str):
-    import torch
-    from diffusers import AutoencoderKL
-
-    from latent_ot.autoencoders import load_autoencoder
-
-    if name == "taef2":
-        vae = Path(shared) / "weights" / "taef2"
-    else:
-        torch.manual_seed(0)
-        vae = AutoencoderKL(**SD_VAE_CONFIG).eval()
-    return load_autoencoder(vae, device=device, dtype=dtype)
-
-
-def timed(function, repeats: int) -> float:
-    """Best of ``repeats`` wall-clock seconds, after a warm-up call."""
-    return interleaved({"function": function}, repeats)["function"]
-
-
-def interleaved(functions: dict, repeats: int) -> dict:
-    """Best wall-clock seconds of each function, run in turn ``repeats`` times after a warm-up.
-
-    Taking turns puts the numbers of a ratio in the same process at the same moment: on a
-    shared machine, run-to-run noise (10 to 20 % on a 2-core VM) would swamp a 1 %
-    difference. The warm-up round pays each shape's one-off setup (kernel choice, allocator
-    growth).
-    """
-    for function in functions.values():
-        function()
-    best = dict.fromkeys(functions, float("inf"))
-    for _ in range(repeats):
-        for name, function in functions.items():
-            synchronize()
-            start = time.perf_counter()
-            function()
-            synchronize()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
-
-def synchronize() -> None:
-    """Wait for the GPU, if any, so that wall-clock times include its work."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def run_image_case(case: dict) -> dict:
-    """One autoencoder, one size, one kind of measurement; runs in a child process."""
-    import torch
-
-    from latent_ot import LatentOTTransformer
-    from latent_ot.devices import keep_freed_cpu_memory
-    from latent_ot.memory import reusing_freed_memory
-
-    if case["keep_freed_memory"]:
-        keep_freed_cpu_memory()
-    torch.manual_seed(0)
-    size, device = case["size"], case["device"]
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    autoencoder = build_autoencoder(case["autoencoder"], device, case["dtype"], case["shared"])
-    image = torch.rand(1, 3, size, size, device=device)
-    result = {}
-    # The floor gets what fit and transform get: on the CPU, memory that one autoencoder pass
-    # frees is reused by the next (encode, then decode; batch after batch).
-    if case["what"] == "floor":
-        with reusing_freed_memory(autoencoder):
-            autoencoder.decode(autoencoder.encode(image))  # for the peak memory of the floor
-    elif case["what"] == "transform":
-        operator = LatentOTTransformer(
-            vae=autoencoder,
-            device=device,
-            dtype=autoencoder.dtype,
-            batch_size=case["batch_size"],
-            random_state=0,
-        )
-        fit_images = [torch.rand(3, size, size) for _ in range(2)]
-        operator.fit(fit_images, [torch.rand(3, size, size) ** 2 for _ in range(2)])
-        pixels = image[0].cpu()
-        splits = []
-
-        def encode_then_decode():
-            start = time.perf_counter()
-            with reusing_freed_memory(autoencoder):
-                latents = autoencoder.encode(image)
-                synchronize()
-                middle = time.perf_counter()
-                autoencoder.decode(latents)
-                synchronize()
-            splits.append((middle - start, time.perf_counter() - middle))
-
-        # One function for the floor, as transform is one: the sum of the best encode and
-        # the best decode of different rounds would be lower than any real encode + decode.
-        functions = {"floor": encode_then_decode, "transform": lambda: operator.transform(pixels)}
-        best = interleaved(functions, case["repeats"])
-        result["encode_s"], result["decode_s"] = min(splits[1:], key=sum)  # [0]: warm-up
-        result["transform_s"] = best["transform"]
-        batch = [torch.rand(3, size, size) for _ in range(case["n_images"])]
-        if len(batch) > 1:
-            seconds = timed(lambda: operator.transform(batch), case["repeats"])
-            result["transform_images_per_s"] = len(batch) / seconds
-        else:
-            result["transform_images_per_s"] = 1 / result["transform_s"]
-    elif case["what"] == "fit":
-        images = [torch.rand(3, size, size) for _ in range(case["n_images"])]
-        batch = case["batch_size"]
-        operator = LatentOTTransformer(
-            vae=autoencoder, device=device, dtype=autoencoder.dtype, batch_size=batch
-        )
-        batches = [torch.stack(images[i : i + batch]) for i in range(0, len(images), batch)]
-        functions = {
-            "fit": lambda: operator.fit(images, images),
-            "encode": lambda: encode_all(autoencoder, batches * 2, device),
-        }
-        seconds = interleaved(functions, case["repeats"])
-        result["fit_images_per_s"] = 2 * len(images) / seconds["fit"]
-        result["encode_images_per_s"] = 2 * len(images) / seconds["encode"]
-    elif case["what"] == "memory":
-        # transform alone, tiled or in one pass. The statistics do not depend on the image
-        # size, so the fit runs on small images; then the peak is reset to what is held now.
-        operator = LatentOTTransformer(
-            vae=autoencoder, device=device, dtype=autoencoder.dtype, tile_size=case["tile_size"]
-        )
-        small = [torch.rand(3, 256, 256) for _ in range(2)]
-        operator.fit(small, [pixels**2 for pixels in small])
-        pixels = image[0].cpu()
-        held = reset_peak_memory(device)
-        operator.transform(pixels)
-        result["above_model_gb"] = peak_memory_gb(device) - held
-    result["peak_memory_gb"] = peak_memory_gb(device)
-    return result
-
-
-def encode_all(autoencoder, batches: list, device: str) -> None:
-    """A plain encode of every batch, in one block of memory reuse as ``fit`` has."""
-    from latent_ot.memory import reusing_freed_memory
-
-    with reusing_freed_memory(autoencoder):
-        for batch in batches:
-            autoencoder.encode(batch.to(device))
-
-
-def peak_memory_gb(device: str) -> float:
-    """Peak since the start of the case or the last :func:`reset_peak_memory`, in GB."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 1e9  # reset at the start of each case
-    if Path("/proc/self/status").exists():
-        return _process_status_kb("VmHWM") / 1e6
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
-
-
-def reset_peak_memory(device: str) -> float:
-    """Reset the peak to the memory held now, and return that, in GB."""
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 1e9
-    # Writing 5 to clear_refs resets the process's peak resident set size (Linux >= 4.0).
-    Path("/proc/self/clear_refs").write_text("5")
-    return _process_status_kb("VmRSS") / 1e6
-
-
-def _process_status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def run_gaussian_case(case: dict) -> dict:
@@ -297,14 +115,18 @@ def image_rows(args) -> list[dict]:
                 for tiling, tile_size in (("tiled", "auto"), ("untiled", None)):
                     case = {**base, "what": "memory", "tile_size": tile_size}
                     memory[f"{tiling}_above_model_gb"] = run(case)["above_model_gb"]
+            floor_s = transform["encode_s"] + transform["decode_s"]
             row = {
                 **base,
+                "plain_s": transform["plain_s"],
                 "encode_s": transform["encode_s"],
                 "decode_s": transform["decode_s"],
                 "transform_s": transform["transform_s"],
+                "transform_no_reuse_s": transform["transform_no_reuse_s"],
                 "transform_images_per_s": transform["transform_images_per_s"],
-                "overhead": transform["transform_s"]
-                / (transform["encode_s"] + transform["decode_s"]),
+                "vs_plain": transform["transform_s"] / transform["plain_s"],
+                "no_reuse_vs_plain": transform["transform_no_reuse_s"] / transform["plain_s"],
+                "overhead": transform["transform_s"] / floor_s,
                 "floor_peak_gb": floor["peak_memory_gb"],
                 "transform_peak_gb": transform["peak_memory_gb"],
                 "fit_images_per_s": fit["fit_images_per_s"],
@@ -319,10 +141,12 @@ def image_rows(args) -> list[dict]:
 
 def print_row(row: dict) -> None:
     print(
-        f"{row['autoencoder']:>6} {row['size']:>5} px  encode {row['encode_s']:7.2f} s  "
-        f"decode {row['decode_s']:7.2f} s  transform {row['transform_s']:7.2f} s  "
-        f"overhead {row['overhead']:.3f}x  fit {row['fit_images_per_s']:.3f} img/s vs encode "
-        f"{row['encode_images_per_s']:.3f} img/s ({row['fit_vs_encode']:.2f}x)  "
+        f"{row['autoencoder']:>6} {row['size']:>5} px  plain {row['plain_s']:7.2f} s  "
+        f"encode {row['encode_s']:7.2f} s  decode {row['decode_s']:7.2f} s  "
+        f"transform {row['transform_s']:7.2f} s ({row['vs_plain']:.3f}x plain, overhead "
+        f"{row['overhead']:.3f}x)  memory policy off {row['transform_no_reuse_s']:7.2f} s "
+        f"({row['no_reuse_vs_plain']:.3f}x plain)  fit {row['fit_images_per_s']:.3f} img/s "
+        f"vs encode {row['encode_images_per_s']:.3f} img/s ({row['fit_vs_encode']:.2f}x)  "
         f"transform {row['transform_images_per_s']:.3f} img/s  "
         f"peak {row['transform_peak_gb']:.2f} GB (floor {row['floor_peak_gb']:.2f} GB)",
         flush=True,
@@ -334,6 +158,36 @@ def print_row(row: dict) -> None:
             f"{tiled:.2f} GB, untiled {untiled:.2f} GB ({tiled / untiled:.2f}x)",
             flush=True,
         )
+
+
+def folder_rows(args) -> list[dict]:
+    """Folder throughput per autoencoder: transform_files on disk against the autoencoder alone."""
+    run = in_this_process if args.device.startswith("cuda") else in_child
+    rows = []
+    for name in args.folder_autoencoders:
+        case = {
+            "what": "folder",
+            "autoencoder": name,
+            "device": args.device,
+            "dtype": args.dtype,
+            "shared": str(args.shared),
+            "n_images": args.folder_images,
+            "repeats": args.folder_repeats,
+            "keep_freed_memory": args.keep_freed_memory,
+        }
+        row = {**case, **run(case)}
+        row["overlapped_vs_alone"] = row["overlapped_images_per_s"] / row["alone_images_per_s"]
+        row["in_turn_vs_alone"] = row["in_turn_images_per_s"] / row["alone_images_per_s"]
+        rows.append(row)
+        print(
+            f"folder {name}: {args.folder_images} photos ({row['megapixels']:.1f} Mpx), "
+            f"autoencoder alone in memory {row['alone_images_per_s']:.3f} img/s; "
+            f"transform_files overlapped {row['overlapped_images_per_s']:.3f} img/s "
+            f"({row['overlapped_vs_alone']:.3f}x), in turn {row['in_turn_images_per_s']:.3f} "
+            f"img/s ({row['in_turn_vs_alone']:.3f}x)",
+            flush=True,
+        )
+    return rows
 
 
 def gaussian_rows(args) -> list[dict]:
@@ -449,6 +303,14 @@ def main(argv=None) -> None:
         "(latent_ot.devices.keep_freed_cpu_memory)",
     )
     parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--skip-folder", action="store_true")
+    parser.add_argument(
+        "--folder-images", type=int, default=100, help="photos in the folder case (at most 136)"
+    )
+    parser.add_argument(
+        "--folder-repeats", type=int, default=1, help="timed rounds of the folder case"
+    )
+    parser.add_argument("--folder-autoencoders", nargs="+", default=["taef2"])
     parser.add_argument("--skip-gaussian", action="store_true")
     parser.add_argument("--skip-seams", action="store_true")
     parser.add_argument(
@@ -472,6 +334,7 @@ def main(argv=None) -> None:
     )
     results = {
         "images": [] if args.skip_images else image_rows(args),
+        "folder": [] if args.skip_folder else folder_rows(args),
         "seams": None
         if args.skip_seams
         else write_seam_crop(args.seam_crop, args.shared, args.device, args.dtype),

@@ -4,17 +4,19 @@ PIL decodes PNG and JPEG files in C code that releases the GIL, and torch releas
 operators, so a worker thread can decode the next files while the main thread encodes the
 current ones. Two readers use this module:
 
-- :class:`~latent_ot.images.ImageSource`, when it iterates over a directory or a list, reads
-  the files among its elements ahead with :func:`read_ahead` (``fit`` and ``transform`` on
-  folders and lists of files);
+- :class:`~latent_ot.images.ImageSource`, when it iterates over a directory or a list,
+  decodes the files among its elements ahead with :func:`read_ahead` (``fit`` and
+  ``transform`` on folders and lists of files);
 - :func:`~latent_ot.images.folders.transform_files`, which hands its callable one path at a
   time, decodes the next paths ahead within :func:`files_read_ahead`; the reading of a path
   that the callable starts (through :class:`~latent_ot.images.ImageSource`) then takes the
   decoded image with :func:`take_prefetched` instead of reading the file again.
 
-What is read ahead is bounded (:data:`PREFETCH_DEPTH` images), results come in the order of
-the inputs, and a file that cannot be read is read again by the main thread when it is
-reached, so that its error is the one, with the name, that reading it in turn gives.
+Only the decoding runs ahead; turning the image into float pixels stays in the calling thread
+(torch operators started from a second thread would start a second pool of threads). What is
+decoded ahead is bounded (:data:`PREFETCH_DEPTH` images), results come in the order of the
+inputs, and a file that cannot be decoded ahead is read again by the calling thread when it is
+reached, so that its error is the one, naming the file, that reading it in turn gives.
 """
 
 from __future__ import annotations
@@ -68,16 +70,17 @@ def decode_file(path: str | os.PathLike) -> Image.Image | None:
 
 def read_ahead(
     pairs: Iterable[tuple[str, Any]],
-    read: Callable[[Any, str], T],
-    read_file: Callable[[Any, str], T | None],
+    read: Callable[[Any, str, Image.Image | None], T],
     depth: int = PREFETCH_DEPTH,
 ) -> Iterator[T]:
-    """``read(element, name)`` of each ``(name, element)`` pair, in order, files read ahead.
+    """``read(element, name, decoded)`` of each ``(name, element)`` pair, in order.
 
-    Elements that are paths (:func:`is_file`) are read by ``read_file`` on a worker thread up
-    to ``depth`` pairs ahead; where it gives None, or for any other element, ``read`` runs when
-    the element is reached. ``pairs`` is consumed up to ``depth`` pairs ahead of what has been
-    yielded; closing the iterator cancels what was not started and waits for what was.
+    Elements that are paths (:func:`is_file`) are decoded (:func:`decode_file`) on a worker
+    thread up to ``depth`` pairs ahead of the one in use; ``read`` runs in the calling thread
+    when the element is reached, with the decoded image, or None for other elements and for
+    files that could not be decoded ahead. ``pairs`` is consumed ``depth`` pairs ahead of what
+    has been yielded; closing the iterator cancels the decoding not started and waits for the
+    one running.
     """
     pairs = iter(pairs)
     pending: deque[tuple[str, Any, Future | None]] = deque()
@@ -85,15 +88,14 @@ def read_ahead(
         try:
             while True:
                 for name, element in pairs:
-                    ahead = pool.submit(read_file, element, name) if is_file(element) else None
+                    ahead = pool.submit(decode_file, element) if is_file(element) else None
                     pending.append((name, element, ahead))
                     if len(pending) > depth:
                         break
                 if not pending:
                     return
                 name, element, ahead = pending.popleft()
-                result = None if ahead is None else ahead.result()
-                yield read(element, name) if result is None else result
+                yield read(element, name, None if ahead is None else ahead.result())
         finally:
             for _, _, ahead in pending:
                 if ahead is not None:

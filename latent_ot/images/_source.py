@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..validation import check_int
 from ._convert import (
     array_pixels,
     array_scale,
@@ -26,6 +27,7 @@ from ._convert import (
     tensor_scale,
 )
 from ._files import file_label, file_not_found, image_files_in, read_image_file
+from ._prefetch import PREFETCH_DEPTH, read_ahead, take_prefetched
 
 __all__ = ["ImageItem", "ImageSource"]
 
@@ -137,6 +139,10 @@ class ImageSource:
     name : str, default "images"
         What error messages call the argument; elements are called ``name[i]``, files by
         their path.
+    prefetch : int, default 2
+        For a directory or a list (or tuple): image files decoded ahead on a worker thread,
+        at most, while the caller works on the current image; 0 reads each file when it is
+        reached. Images, their order and errors are the same either way.
 
     Raises
     ------
@@ -150,7 +156,8 @@ class ImageSource:
     Notes
     -----
     Construction only inspects the container: images are decoded, and their values checked,
-    while iterating. A one-shot iterator (a generator) can be iterated over only once.
+    while iterating. A one-shot iterator (a generator) can be iterated over only once, and is
+    read one element at a time, never ahead.
 
     Examples
     --------
@@ -163,8 +170,11 @@ class ImageSource:
     [(4, 6, 3), (5, 5)]
     """
 
-    def __init__(self, images: Any, *, name: str = "images") -> None:
+    def __init__(
+        self, images: Any, *, name: str = "images", prefetch: int = PREFETCH_DEPTH
+    ) -> None:
         self.name = name
+        self.prefetch = check_int(prefetch, "prefetch", minimum=0)
         self._images = images
         self._files: list[Path] | None = None
         self._count: int | None = None
@@ -174,7 +184,14 @@ class ImageSource:
         self._inspect()
 
     def __iter__(self) -> Iterator[ImageItem]:
-        """Yield one `ImageItem` per image, decoding each only when it is reached."""
+        """Yield one `ImageItem` per image, decoding each only when it is reached (files of a
+        directory or a list: up to ``prefetch`` ahead, on a worker thread)."""
+        # Reading a list ahead costs no memory that it does not hold already; a generator's
+        # elements could be large, or have side effects, and are taken one at a time.
+        ahead = self._files is not None or isinstance(self._images, (list, tuple))
+        if self.prefetch and ahead:
+            yield from read_ahead(self._named_elements(), _read_item, self.prefetch)
+            return
         for name, element in self._named_elements():
             yield _read_item(element, name)
 
@@ -278,8 +295,9 @@ class ImageSource:
                 yield file_label(f"{self.name}[{index}]", element), element
 
 
-def _read_item(element: Any, name: str) -> ImageItem:
-    """One element of a source as an `ImageItem`, its template the element (decoded if a path)."""
+def _read_item(element: Any, name: str, decoded: Image.Image | None = None) -> ImageItem:
+    """One element of a source as an `ImageItem`, its template the element (decoded if a path;
+    ``decoded``: the path's image, decoded ahead)."""
     if isinstance(element, Image.Image):
         return ImageItem(pil_pixels(element, name), name, element)
     if isinstance(element, np.ndarray):
@@ -287,6 +305,8 @@ def _read_item(element: Any, name: str) -> ImageItem:
     if isinstance(element, torch.Tensor):
         return ImageItem(tensor_pixels(element, name), name, element)
     if isinstance(element, (str, os.PathLike)):
-        image = read_image_file(Path(element), name)
+        image = decoded if decoded is not None else take_prefetched(element)
+        if image is None:  # not decoded ahead, or could not be: read it now, errors and all
+            image = read_image_file(Path(element), name)
         return ImageItem(pil_pixels(image, name), name, image)
     raise TypeError(f"{name} is of type {describe(element)}; expected {_ACCEPTED_IMAGES}")

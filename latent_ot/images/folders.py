@@ -6,6 +6,11 @@ unreadable image is reported with its reason and the others go on. Outputs keep 
 file name and format, are written to a temporary file and renamed into place (an interrupted
 run never leaves a partial output), and an output path that is one of the inputs is refused
 before anything is written.
+
+Reading and writing overlap the transform: while the callable works on one file, a worker
+thread decodes the next ones (when the callable reads its files through latent-ot) and
+another encodes and writes the previous results. The report, its order, and the outputs are
+those of reading, transforming and writing each file in turn (``prefetch=0``).
 """
 
 from __future__ import annotations
@@ -13,14 +18,19 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from ..validation import check_int
 from ._files import is_image_file
+from ._prefetch import PREFETCH_DEPTH, files_read_ahead
 
 __all__ = ["FolderReport", "expand_inputs", "save_image_atomically", "shard", "transform_files"]
 
@@ -128,6 +138,7 @@ def transform_files(
     world_size: int = 1,
     skip_existing: bool = False,
     on_file: Callable[[Path], None] | None = None,
+    prefetch: int = PREFETCH_DEPTH,
 ) -> FolderReport:
     """Apply ``transform`` to image files and save each result under ``output_dir``.
 
@@ -146,7 +157,14 @@ def transform_files(
         Leave inputs whose output exists alone, to resume an interrupted run; otherwise
         existing outputs are replaced.
     on_file : callable, optional
-        Called with each input path once it is done (for progress bars).
+        Called with each input path once it is done (its output written), in input order (for
+        progress bars).
+    prefetch : int, default 2
+        Files decoded ahead on a worker thread, and results waiting to be written by
+        another, at most; 0 reads, transforms and writes each file in turn, on this thread.
+        Decoding ahead starts once ``transform`` is seen to read its path through
+        :class:`~latent_ot.images.ImageSource` (as ``LatentOTTransformer.transform`` does),
+        so that a callable that does not read its files costs no decoding.
 
     Returns
     -------
@@ -158,25 +176,108 @@ def transform_files(
         Before writing anything, if two inputs would write the same output file, or an
         output would overwrite an input.
     """
+    prefetch = check_int(prefetch, "prefetch", minimum=0)
     files = expand_inputs(inputs)
     output_dir = Path(output_dir)
     outputs = {path: output_dir / path.name for path in files}
     _check_outputs(outputs)
     output_dir.mkdir(parents=True, exist_ok=True)
+    share = shard(files, rank, world_size)
+    return _transform_share(transform, share, outputs, skip_existing, on_file, prefetch)
+
+
+def _transform_share(
+    transform: Callable[[Path], Image.Image],
+    share: list[Path],
+    outputs: dict[Path, Path],
+    skip_existing: bool,
+    on_file: Callable[[Path], None] | None,
+    prefetch: int,
+) -> FolderReport:
+    """The loop of :func:`transform_files` over this rank's files, reads and writes
+    overlapping the transform when ``prefetch`` > 0."""
+
+    def to_do(path: Path) -> bool:
+        return not (skip_existing and outputs[path].exists())
+
     report = FolderReport()
-    for path in shard(files, rank, world_size):
-        output = outputs[path]
-        if skip_existing and output.exists():
-            report.skipped.append(path)
-        else:
-            try:
-                save_image_atomically(transform(path), output, **_save_options(path))
-                report.written.append(output)
-            except (OSError, ValueError, TypeError) as err:
-                report.failed.append((path, f"{type(err).__name__}: {err}"))
+    with ExitStack() as stack:
+        # Leaving the block waits for the writes under way: no output is left half-written.
+        writer = files_ahead = None
+        if prefetch:
+            reader = stack.enter_context(ThreadPoolExecutor(1, "latent-ot-read"))
+            writer = stack.enter_context(ThreadPoolExecutor(1, "latent-ot-write"))
+            files_ahead = stack.enter_context(files_read_ahead(reader, prefetch))
+        reads_files = False  # whether transform reads its path through latent-ot: seen once run
+        pending: deque[tuple[Path, _Outcome | Future]] = deque()
+        for index, path in enumerate(share):
+            if not to_do(path):
+                pending.append((path, ("skipped", path)))
+            else:
+                if reads_files:
+                    files_ahead.schedule(
+                        [p for p in share[index : index + 1 + prefetch] if to_do(p)]
+                    )
+                image_or_failure = _transformed(transform, path)
+                if files_ahead is not None and not reads_files:
+                    reads_files = os.fspath(path) in files_ahead.asked
+                pending.append((path, _written(image_or_failure, path, outputs[path], writer)))
+            _record(pending, report, on_file, keep=prefetch)
+        _record(pending, report, on_file, keep=0)
+    return report
+
+
+# What became of one input: ("written", output path), ("skipped", input path) or
+# ("failed", (input path, reason)).
+_Outcome = tuple[str, Any]
+
+
+def _transformed(transform: Callable[[Path], Image.Image], path: Path) -> Image.Image | _Outcome:
+    """``transform(path)``, or the failure of a file that it could not process."""
+    try:
+        return transform(path)
+    except (OSError, ValueError, TypeError) as err:
+        return "failed", (path, f"{type(err).__name__}: {err}")
+
+
+def _written(
+    image: Image.Image | _Outcome, path: Path, output: Path, writer: ThreadPoolExecutor | None
+) -> _Outcome | Future:
+    """The outcome of saving ``image`` to ``output``: now, or on ``writer``'s thread."""
+    if isinstance(image, tuple):  # the transform failed
+        return image
+    if writer is None:
+        return _save(image, path, output)
+    return writer.submit(_save, image, path, output)
+
+
+def _save(image: Image.Image, path: Path, output: Path) -> _Outcome:
+    try:
+        save_image_atomically(image, output, **_save_options(path))
+    except (OSError, ValueError, TypeError) as err:
+        return "failed", (path, f"{type(err).__name__}: {err}")
+    return "written", output
+
+
+def _record(
+    pending: deque,
+    report: FolderReport,
+    on_file: Callable[[Path], None] | None,
+    keep: int,
+) -> None:
+    """Move outcomes from the front of ``pending`` to ``report``, in input order: those done,
+    and more, waiting for them, until at most ``keep`` are left."""
+    while pending:
+        path, outcome = pending[0]
+        if isinstance(outcome, Future):
+            if len(pending) <= keep and not outcome.done():
+                return
+            outcome = outcome.result()
+        pending.popleft()
+        kind, value = outcome
+        getattr(report, kind).append(value)
         if on_file is not None:
             on_file(path)
-    return report
 
 
 def _check_outputs(outputs: dict[Path, Path]) -> None:

@@ -1,0 +1,170 @@
+"""The options beyond the paper's recipe, each against what it must do, and the recipe itself
+kept bit for bit (LatentOTTransformer.paper)."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from sklearn.covariance import oas
+
+from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
+from latent_ot.autoencoders import load_autoencoder
+from latent_ot.estimators.latent_transport import PAPER_RECIPE
+from latent_ot.gaussian import limit_gain, oas_shrinkage, shrunk_covariance
+from latent_ot.transport import sweep_images
+
+
+def recipe_inputs():
+    rng = np.random.default_rng(2023)
+    natural = [rng.random((40, 48, 3)).astype(np.float32) for _ in range(3)]
+    restored = [(0.5 + 0.4 * (im - 0.5)).astype(np.float32) for im in natural[::-1]]
+    test = (0.5 + 0.4 * (rng.random((40, 48, 3)) - 0.5)).astype(np.float32)
+    return restored, natural, test
+
+
+def sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def test_the_papers_recipe_gives_the_outputs_of_latent_ot_before_the_options_bit_for_bit():
+    # Hashes of this sweep computed with latent-ot 639caeb, before any option existed.
+    restored, natural, test = recipe_inputs()
+    dot = LatentOTTransformer.paper(vae="pixel", random_state=0).fit(restored, natural)
+    far, half = dot.sweep(test, [0.0, 0.5])
+    assert sha256(far) == "34d01f0502648d29118f1ff49a616ec0869eee8421fcad34cfa9e10f5c994076"
+    assert sha256(half) == "491d4c7d058100fc743e6a17c332e93d0d08e1ffece88c213c84fe3d137745a8"
+    assert LatentOTTransformer.paper().get_params() | PAPER_RECIPE == (
+        LatentOTTransformer.paper().get_params()
+    )
+    assert LatentOTTransformer.paper().vae == "sd-vae-ft-mse"
+
+
+def test_shrinkage_is_the_convex_combination_with_the_scaled_identity_and_zero_is_plain():
+    cov = torch.tensor([[4.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    expected = 0.75 * cov + 0.25 * 3.0 * torch.eye(2, dtype=torch.float64)
+    assert torch.allclose(shrunk_covariance(cov, 0.25), expected)
+    assert torch.equal(shrunk_covariance(cov, 0.0), cov)
+    rng = np.random.default_rng(0)
+    x, target = rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) * 2
+    plain = GaussianOTTransformer().fit(x, target=target)
+    zero = GaussianOTTransformer(shrinkage=0.0).fit(x, target=target)
+    assert np.array_equal(plain.transport_matrix_, zero.transport_matrix_)
+    full = GaussianOTTransformer(shrinkage=1.0).fit(x, target=target)
+    assert not np.allclose(full.transport_matrix_, plain.transport_matrix_)
+
+
+def test_oas_amount_equals_scikit_learns():
+    rng = np.random.default_rng(1)
+    samples = rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6))
+    stats = GaussianStats.from_samples(torch.from_numpy(samples))
+    _, expected = oas(samples)
+    assert oas_shrinkage(stats.covariance, stats.count) == pytest.approx(expected, rel=1e-10)
+    ot = GaussianOTTransformer(shrinkage="oas").fit(samples, target=2 * samples)
+    shrunk = shrunk_covariance(stats.covariance, expected)
+    reference = GaussianOTTransformer().fit_stats(
+        GaussianStats.from_state(stats.count, stats.mean, shrunk * (stats.count - 1)),
+        GaussianStats.from_samples(torch.from_numpy(2 * samples)),
+    )
+    assert np.allclose(ot.transport_matrix_, reference.transport_matrix_, atol=1e-10)
+
+
+def test_the_gain_limit_clamps_the_maps_eigenvalues_and_keeps_the_rest():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 5)) * np.array([1.0, 1.0, 0.2, 0.1, 1.0])
+    target = rng.normal(size=(500, 5))
+    plain = GaussianOTTransformer().fit(x, target=target)
+    gains = np.linalg.eigvalsh(plain.transport_matrix_)
+    assert gains.max() > 3  # the low-variance directions are amplified
+    limited = GaussianOTTransformer(max_gain=2.0).fit(x, target=target)
+    limited_gains = np.linalg.eigvalsh(limited.transport_matrix_)
+    assert limited_gains.max() == pytest.approx(2.0)
+    assert np.allclose(np.sort(np.minimum(gains, 2.0)), limited_gains)
+    untouched = GaussianOTTransformer(max_gain=gains.max() + 1).fit(x, target=target)
+    assert np.allclose(untouched.transport_matrix_, plain.transport_matrix_, atol=1e-12)
+    matrix = torch.tensor([[3.0, 1.0], [1.0, 3.0]], dtype=torch.float64)  # eigenvalues 2, 4
+    assert torch.allclose(limit_gain(matrix, 3.0), torch.tensor([[2.5, 0.5], [0.5, 2.5]]).double())
+
+
+@pytest.fixture(scope="module")
+def taef2():
+    return load_autoencoder("taef2")
+
+
+@pytest.fixture(scope="module")
+def photo(shared_dir):
+    from PIL import Image
+
+    image = Image.open(shared_dir / "images" / "Set5" / "butterfly.png").convert("RGB")
+    return np.asarray(image)[64:128, 64:128] / 255.0
+
+
+@pytest.mark.slow
+def test_residual_decoding_with_the_identity_map_returns_the_input(taef2, photo):
+    dot = LatentOTTransformer(vae=taef2, residual=True).fit([photo], [photo])  # same: identity
+    assert np.abs(dot.transform(photo) - photo).max() < 1e-4
+    plain = LatentOTTransformer(vae=taef2).fit([photo], [photo])
+    assert np.abs(plain.transform(photo) - photo).mean() > 1e-3  # the autoencoder's own loss
+
+
+@pytest.mark.slow
+def test_latent_interpolation_walks_from_the_transported_image_to_the_round_trip(taef2, photo):
+    pixels = torch.from_numpy(photo).permute(2, 0, 1)[None].float()
+    round_trip = taef2.decode(taef2.encode(pixels))
+
+    def doubling(_):
+        return lambda vectors: 2 * vectors
+
+    near_one, zero = sweep_images(
+        pixels, taef2, doubling, [1 - 1e-7, 0.0], patch_size=1, interpolation="latent"
+    )
+    assert torch.allclose(near_one, round_trip, atol=1e-4)
+    assert torch.allclose(zero, taef2.decode(2 * taef2.encode(pixels)), atol=1e-4)
+    (one,) = sweep_images(pixels, taef2, doubling, [1.0], patch_size=1, interpolation="latent")
+    assert one is None  # alpha = 1: the caller returns the input itself
+
+
+def test_zero_shot_maps_each_image_to_the_natural_statistics_and_leaves_the_fit_alone():
+    rng = np.random.default_rng(3)
+    natural = [0.4 + 0.2 * rng.random((24, 24, 3)) for _ in range(4)]  # nothing gets clipped
+    restored = [0.3 + 0.4 * im for im in natural]
+    test = 0.2 + 0.3 * rng.random((24, 24, 3)) ** 2  # unlike the restored set
+    dot = LatentOTTransformer(vae="pixel", patch_size=1, random_state=0).fit(restored, natural)
+    matrix, stats = dot.gaussian_ot_.transport_matrix_.copy(), dot.restored_stats_.copy()
+    out = dot.set_params(zero_shot=True).transform(test)
+    assert np.array_equal(dot.gaussian_ot_.transport_matrix_, matrix)
+    assert dot.restored_stats_ == stats
+    # patch_size 1 in pixel space: each output pixel is the map of the input pixel, so the
+    # output's colour mean and covariance are the natural images' exactly.
+    pixels = out.reshape(-1, 3)
+    target = dot.gaussian_ot_.target_stats_
+    assert np.allclose(pixels.mean(0), target.mean.numpy(), atol=1e-6)
+    assert np.allclose(np.cov(pixels.T), target.covariance.numpy(), atol=1e-6)
+    fitted = dot.set_params(zero_shot=False).transform(test)
+    assert not np.allclose(np.cov(fitted.reshape(-1, 3).T), target.covariance.numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "message"),
+    [
+        ({"interpolation": "both"}, ValueError, "interpolation must be one of 'pixel', 'latent'"),
+        ({"residual": "yes"}, TypeError, "residual must be a bool"),
+        ({"zero_shot": 1}, TypeError, "zero_shot must be a bool"),
+        ({"shrinkage": 1.5}, ValueError, r"shrinkage must be a number in \[0, 1\]"),
+        ({"max_gain": 0}, ValueError, r"max_gain must be a number > 0"),
+    ],
+)
+def test_bad_options_name_the_parameter(params, error, message):
+    images = [np.random.default_rng(0).random((12, 12, 3))]
+    with pytest.raises(error, match=message):
+        LatentOTTransformer(vae="pixel", **params).fit(images, images)
+
+
+def test_options_survive_a_file_round_trip(tmp_path):
+    restored, natural, test = recipe_inputs()
+    params = {"shrinkage": 0.05, "max_gain": 2.0, "residual": True, "interpolation": "latent"}
+    dot = LatentOTTransformer(vae="pixel", random_state=0, **params).fit(restored, natural)
+    dot.save(tmp_path / "op.safetensors")
+    loaded = LatentOTTransformer.load(tmp_path / "op.safetensors")
+    assert {name: loaded.get_params()[name] for name in params} == params
+    assert np.array_equal(loaded.transform(test), dot.transform(test))
