@@ -126,6 +126,13 @@ class GalleryDirective(Directive):
 # -- the table of autoencoder presets -------------------------------------------------------------
 
 
+def _preset_source(preset) -> str:
+    """Where a preset's weights come from, as the CLI page's table says it."""
+    if preset.bundled:
+        return "bundled with the package"
+    return f"``{preset.hub_id}``" if preset.hub_id else "local copy only"
+
+
 def presets_table() -> list[str]:
     """A reStructuredText list-table of :data:`latent_ot.autoencoders.PRESETS`."""
     from latent_ot.autoencoders import PRESETS
@@ -136,13 +143,13 @@ def presets_table() -> list[str]:
         "   :widths: 15 25 5 5 50",
         "",
         "   * - name",
-        "     - downloaded from",
+        "     - where it comes from",
         "     - C",
         "     - f",
         "     - description",
     ]
     for name, preset in PRESETS.items():
-        source = f"``{preset.hub_id}``" if preset.hub_id else "local copy only"
+        source = _preset_source(preset)
         lines += [
             f"   * - ``{name}``",
             f"     - {source}",

@@ -101,7 +101,8 @@ def test_cli_page_shows_every_command_and_preset(built):
         assert f"usage: latent-ot {command}" in html, command
     for name, preset in PRESETS.items():
         assert name in html
-        assert (preset.hub_id or "local copy only") in html, name
+        source = "bundled with the package" if preset.bundled else preset.hub_id
+        assert (source or "local copy only") in html, name
     assert "LATENT_OT_MODELS_DIR" in html
 
 
