@@ -157,7 +157,7 @@ def transform_case(case: dict, autoencoder, image) -> dict:
     # One function for the floor, as transform is one: the sum of the best encode and the
     # best decode of different rounds would be lower than any real encode + decode.
     functions = {
-        "plain": lambda: plain_pass(autoencoder, image),
+        "plain": plain_pass_of(autoencoder, image),
         "floor": encode_then_decode,
         "transform": lambda: operator.transform(pixels),
         "transform_no_reuse": without_reuse,
@@ -176,30 +176,50 @@ def transform_case(case: dict, autoencoder, image) -> dict:
     return result
 
 
-def plain_pass(autoencoder, image) -> float:
-    """Seconds of the encode + decode a user would write by hand: the modules in eval mode,
-    contiguous float32, ``torch.inference_mode()``, no memory policy, no checks, no tiling.
+def plain_pass_of(autoencoder, image):
+    """The encode + decode a user would write by hand, and its own timing: the published
+    modules in eval mode, contiguous float32, ``torch.inference_mode()``; no memory policy,
+    no checks, no tiling, none of latent-ot's changes to the modules (channels-last layout,
+    TAESD's ReLUs in place)."""
+    import copy
 
-    Runs the adapter's own modules, laid out contiguous for the pass (not timed) and back.
-    """
     import torch
 
-    layout = autoencoder.memory_format
-    autoencoder.set_memory_format("contiguous")
-    try:
-        with torch.inference_mode():
-            synchronize()
-            start = time.perf_counter()
-            if hasattr(autoencoder, "encoder"):  # the TAESD family
-                autoencoder.decoder(autoencoder.encoder(image))
-            else:  # diffusers' AutoencoderKL, whose tiling is off unless the user turned it on
-                model = autoencoder.model
-                decoded = model.decode(model.encode(image * 2 - 1).latent_dist.mean)
-                del decoded
-            synchronize()
-            return time.perf_counter() - start
-    finally:
-        autoencoder.set_memory_format(layout)
+    if hasattr(autoencoder, "encoder"):  # the TAESD family: a copy of the published modules
+        parts = [copy.deepcopy(autoencoder.encoder), copy.deepcopy(autoencoder.decoder)]
+        for part in parts:
+            part.to(memory_format=torch.contiguous_format).eval()
+            for module in part.modules():
+                if isinstance(module, torch.nn.ReLU):
+                    module.inplace = False
+        encoder, decoder = parts
+        layouts = {}
+    else:  # diffusers' AutoencoderKL, laid out contiguous for the pass (not timed) and back
+        model = autoencoder.model
+
+        def encoder(images):
+            return model.encode(images * 2 - 1).latent_dist.mean
+
+        def decoder(latents):
+            return model.decode(latents).sample
+
+        layouts = {"during": "contiguous", "after": autoencoder.memory_format}
+
+    def plain_pass() -> float:
+        if layouts:
+            autoencoder.set_memory_format(layouts["during"])
+        try:
+            with torch.inference_mode():
+                synchronize()
+                start = time.perf_counter()
+                decoder(encoder(image))
+                synchronize()
+                return time.perf_counter() - start
+        finally:
+            if layouts:
+                autoencoder.set_memory_format(layouts["after"])
+
+    return plain_pass
 
 
 @contextmanager

@@ -354,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     (args.output / "command.txt").write_text(command + "\n", encoding="utf-8")
     measures = build_measures(args.shared)
     summary: list[dict[str, Any]] = []
+    baseline: dict[str, float] = {}
     prior_missing = False
     for task_name in args.tasks:
         start = time.perf_counter()
@@ -366,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         )
         prepare_s = time.perf_counter() - start
         print(f"\n== {task_name}: {len(images.names)} test images prepared in {prepare_s:.1f} s")
-        baseline = clean_baseline(images, args, measures)
+        # The same clean test images in every task: their floor is measured once.
+        baseline = baseline or clean_baseline(images, args, measures)
         for variant, natural in runs_of(args):
             if natural == "prior" and prior_missing:
                 continue

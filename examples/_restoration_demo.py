@@ -6,8 +6,10 @@ a simple classical restorer in a `RestorationTask` and calls `run_example`, whic
 1. cuts center crops of CBSD68 images into two disjoint, unpaired training sets, as in the
    paper: ``--n-train`` images degraded and restored (the "restored" set) and ``--n-train``
    other images left clean (the "natural" set);
-2. fits a `latent_ot.LatentOTTransformer` on them with the TAEF2 autoencoder of the shared
-   folder;
+2. fits a `latent_ot.LatentOTTransformer` on them with TAEF2, the autoencoder bundled with
+   the package; with ``--natural prior`` the natural set is left out and the transformer's
+   built-in natural prior (natural-image patch statistics at the scale nearest to the
+   restored crops) stands in for it;
 3. degrades and restores held-out Set5 / Set14 crops and transports them for every alpha
    at once (`latent_ot.LatentOTTransformer.sweep` runs the autoencoder once per image);
 4. prints the perception-distortion table: PSNR and SSIM against the clean images
@@ -28,6 +30,7 @@ This module is not an example itself; run one of the three scripts.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
 from collections.abc import Callable, Sequence
@@ -36,16 +39,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
 from latent_ot import GaussianStats, LatentOTTransformer
 from latent_ot.autoencoders import Autoencoder, load_autoencoder
 from latent_ot.devices import resolve_device
+from latent_ot.encoding import latent_patch_stats
 from latent_ot.gaussian import w2_distance
 from latent_ot.metrics import patch_fid, psnr, ssim
-from latent_ot.patches import iter_patch_chunks, patch_dim
+from latent_ot.priors import builtin_prior
 
 EXAMPLES = Path(__file__).resolve().parent
 DEFAULT_SHARED = EXAMPLES.parent.parent / "shared"
@@ -71,6 +74,7 @@ HELD_OUT = (
     "Set14/coastguard",
     "Set14/foreman",
 )
+VAE = "taef2"  # the autoencoder bundled with latent_ot: loads offline, has a built-in prior
 PATCH_SIZE = 3  # latent patch side, the paper's choice
 FACTOR = 8  # TAEF2's downsampling: crops are multiples of it, so nothing is padded
 SHOWN = 3  # held-out images in the collage
@@ -79,6 +83,8 @@ SHOWN = 3  # held-out images in the collage
 DETAIL_PX = 120
 GAP_PX = 3
 DPI = 100
+# The natural side of the fit (--natural): clean CBSD68 crops, or the built-in prior.
+NATURAL_CHOICES = ("cbsd68", "prior")
 # How the curve marks its two ends: (alpha, marker, colour, name).
 ENDPOINTS = ((1.0, "s", "C3", "restored"), (0.0, "*", "C2", "transported"))
 
@@ -151,6 +157,13 @@ def parse_args(task: RestorationTask, argv: Sequence[str] | None) -> argparse.Na
         help="CBSD68 images in each training set (restored, natural)",
     )
     parser.add_argument(
+        "--natural",
+        choices=NATURAL_CHOICES,
+        default="cbsd68",
+        help="the natural side of the fit: 'cbsd68', --n-train clean CBSD68 crops (the "
+        "paper's setting), or 'prior', the built-in natural prior of the autoencoder",
+    )
+    parser.add_argument(
         "--held-out",
         type=int,
         default=4,
@@ -199,8 +212,6 @@ def _alphas(text: str) -> tuple[float, ...]:
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not (args.shared / "images" / "CBSD68").is_dir():
         parser.error(f"--shared: {args.shared} holds no images/CBSD68; pass the shared folder")
-    if not (args.shared / "weights" / "taef2").is_dir():
-        parser.error(f"--shared: {args.shared} holds no weights/taef2 (the TAEF2 autoencoder)")
     if args.size < FACTOR or args.size % FACTOR:
         parser.error(f"--size must be a positive multiple of {FACTOR}, got {args.size}")
     available = len(_training_files(args.shared)) // 2
@@ -214,6 +225,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         )
     if args.patch_fid and importlib.util.find_spec("torch_fidelity") is None:
         parser.error("--patch-fid needs torch-fidelity: pip install torch-fidelity")
+    if args.natural == "prior":
+        try:
+            builtin_prior(VAE)
+        except (OSError, ValueError) as error:
+            parser.error(f"--natural prior: the built-in prior of {VAE} cannot be read: {error}")
 
 
 # --------------------------------------------------------------------------- images
@@ -281,19 +297,15 @@ def _restore(task: RestorationTask, measurement: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- metrics
 
 
-def latent_patch_stats(images: Sequence[np.ndarray], autoencoder: Autoencoder) -> GaussianStats:
-    """Gaussian statistics of every latent patch of ``images``.
+def set_stats(images: Sequence[np.ndarray], autoencoder: Autoencoder) -> GaussianStats:
+    """Gaussian statistics of every latent patch of ``images``, merged over their batches.
 
-    What `latent_ot.metrics.latent_w2` fits on each of its two sets; computed here so that
-    the clean reference is encoded once rather than once per alpha.
+    What `latent_ot.metrics.latent_w2` fits on each of its two sets, by the same path
+    (`latent_ot.encoding.latent_patch_stats`); computed here so that the clean reference is
+    encoded once rather than once per alpha.
     """
-    stats = GaussianStats(patch_dim(autoencoder.latent_channels, PATCH_SIZE))
-    for start in range(0, len(images), 4):
-        batch = torch.from_numpy(np.stack(images[start : start + 4])).permute(0, 3, 1, 2)
-        latents = autoencoder.encode(batch.to(autoencoder.device))
-        for chunk in iter_patch_chunks(latents, PATCH_SIZE, max_patches=16384):
-            stats.update(chunk)
-    return stats
+    batches = latent_patch_stats(images, autoencoder, PATCH_SIZE)
+    return functools.reduce(GaussianStats.merge, (stats for stats, _ in batches))
 
 
 def _w2(stats: GaussianStats, reference: GaussianStats) -> float:
@@ -312,14 +324,14 @@ def perception_distortion_table(
     The latent W2 is `latent_ot.metrics.latent_w2` of the outputs and the clean images:
     the distance the transport closes, measured on images it was not fitted on.
     """
-    reference = latent_patch_stats(clean, autoencoder)
+    reference = set_stats(clean, autoencoder)
     rows = []
     for alpha, images in outputs.items():
         row = {
             "alpha": alpha,
             "psnr": psnr(images, clean),
             "ssim": ssim(images, clean),
-            "latent_w2": _w2(latent_patch_stats(images, autoencoder), reference),
+            "latent_w2": _w2(set_stats(images, autoencoder), reference),
         }
         if with_patch_fid:
             row["patch_fid"] = patch_fid(images, clean, device=autoencoder.device)
@@ -494,6 +506,12 @@ def save_curve(task: RestorationTask, rows: list[dict[str, float]], path: Path) 
 # --------------------------------------------------------------------------- the example
 
 
+def _natural_side(args: argparse.Namespace, transport: LatentOTTransformer) -> str:
+    if args.natural == "cbsd68":
+        return f"{args.n_train} clean CBSD68 crops"
+    return f"the built-in prior of {VAE}, at scale {transport.prior_scale_} px"
+
+
 def run_example(task: RestorationTask, argv: Sequence[str] | None = None) -> list[dict[str, float]]:
     """Run one restoration example from its command-line arguments.
 
@@ -513,10 +531,11 @@ def run_example(task: RestorationTask, argv: Sequence[str] | None = None) -> lis
         seed=args.seed,
     )
     device = resolve_device(args.device)
-    autoencoder = load_autoencoder(args.shared / "weights" / "taef2", device=device)
+    autoencoder = load_autoencoder(VAE, device=device)
+    natural = images.train_natural if args.natural == "cbsd68" else None
     transport = LatentOTTransformer(
         vae=autoencoder, patch_size=PATCH_SIZE, device=device, random_state=args.seed
-    ).fit(images.train_restored, images.train_natural)
+    ).fit(images.train_restored, natural)
 
     alphas = sorted({*args.alphas, 0.0, 1.0})
     outputs = dict(zip(alphas, transport.sweep(images.restored, alphas), strict=True))
@@ -524,6 +543,7 @@ def run_example(task: RestorationTask, argv: Sequence[str] | None = None) -> lis
         outputs, images.clean, autoencoder, with_patch_fid=args.patch_fid
     )
     print(f"{task.title}: {len(images.clean)} held-out images of {args.size} px")
+    print(f"natural side of the fit: {_natural_side(args, transport)}")
     print(format_table(rows))
 
     args.output.mkdir(parents=True, exist_ok=True)

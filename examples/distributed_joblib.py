@@ -14,8 +14,8 @@ Dask, Ray and Spark work the same way: fit per partition, merge on the driver (s
 
 The images are crops of ``images/CBSD68`` in the shared folder beside the repository
 (``--shared``); the "restored" ones are blurred by a down- and up-scaling, standing in for the
-outputs of a restoration model. The autoencoder is the pretrained TAEF2 of
-``weights/taef2`` there when present, else the identity (``vae="pixel"``).
+outputs of a restoration model. The autoencoder is TAEF2, the pretrained one bundled with the
+package (``--vae``: any other that ``load_autoencoder`` accepts, ``pixel`` for the identity).
 """
 
 import argparse
@@ -80,7 +80,11 @@ def relative_differences(merged: LatentOTTransformer, whole: LatentOTTransformer
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
-    parser.add_argument("--vae", help="default: the shared TAEF2 weights if present, else pixel")
+    parser.add_argument(
+        "--vae",
+        default="taef2",
+        help="the autoencoder, by name or folder (default: the bundled TAEF2)",
+    )
     parser.add_argument("--count", type=int, default=8, help="images of each kind")
     parser.add_argument("--size", type=int, default=96, help="crop size in pixels")
     parser.add_argument("--partitions", type=int, default=4)
@@ -90,9 +94,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--shared: {args.shared} holds no images/CBSD68; pass the shared folder")
     if not 1 <= args.partitions <= args.count:
         parser.error(f"--partitions must be in [1, --count={args.count}]; got {args.partitions}")
-    if args.vae is None:
-        taef2 = args.shared / "weights" / "taef2"
-        args.vae = str(taef2) if taef2.is_dir() else "pixel"
     return args
 
 

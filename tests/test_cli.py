@@ -404,7 +404,7 @@ def test_demo_fits_restored_photos_with_the_builtin_prior_of_taef2(tmp_path, mon
     for name in DEMO_OUTPUTS:
         assert (out / name).is_file()
     assert LatentOTTransformer.load(out / "operator.safetensors").vae == "taef2"
-    assert sorted(p.name for p in (out / "transported").iterdir()) == ["chelsea.png", "rocket.png"]
+    assert sorted(p.name for p in (out / "transported").iterdir()) == ["coffee.png", "rocket.png"]
     with open(out / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [float(row["alpha"]) for row in rows] == [0.0, 0.5, 1.0]  # 1 added: the input

@@ -71,6 +71,22 @@ def test_example_writes_figures_and_the_restored_row_is_the_restorer(
     assert f"{restored_row['psnr']:6.2f}  {restored_row['ssim']:6.4f}" in printed
 
 
+@pytest.mark.slow
+def test_natural_prior_replaces_the_natural_set(load_example, shared_dir, tmp_path, capsys):
+    example = load_example("jpeg")
+    argv = [*TINY, "--shared", str(shared_dir), "--output", str(tmp_path), "--device", "cpu"]
+
+    with_prior = example.main([*argv, "--natural", "prior"])
+    printed = capsys.readouterr().out
+    with_cbsd68 = example.main(argv)
+
+    # 64 px crops: the prior's smallest scale is the nearest to them.
+    assert "natural side of the fit: the built-in prior of taef2, at scale 256 px" in printed
+    assert with_prior[1] == with_cbsd68[1]  # alpha = 1: the decoded JPEGs, whatever the fit
+    assert with_prior[0]["psnr"] != with_cbsd68[0]["psnr"]  # another natural side, another map
+    assert "natural side of the fit: 2 clean CBSD68 crops" in capsys.readouterr().out
+
+
 def test_prepare_images_uses_disjoint_training_sets_and_the_task(load_example, shared_dir):
     example = load_example("super_resolution")
     demo = sys.modules["_restoration_demo"]
@@ -147,6 +163,7 @@ def test_denoising_noise_has_the_stated_level(load_example):
         (["--n-train", "0"], "--n-train must be between 1 and 34"),
         (["--held-out", "99"], "--held-out must be between 1 and"),
         (["--alphas", "0,one"], "expected comma-separated numbers"),
+        (["--natural", "imagenet"], "argument --natural: invalid choice: 'imagenet'"),
     ],
 )
 def test_bad_options_are_named(option, message, load_example, shared_dir, capsys):

@@ -12,6 +12,11 @@ current ones. Two readers use this module:
   that the callable starts (through :class:`~latent_ot.images.ImageSource`) then takes the
   decoded image with :func:`take_prefetched` instead of reading the file again.
 
+The worker threads run at the lowest CPU priority (:func:`background_threads`): on a CPU
+whose cores all run the autoencoder's threads, a worker at the same priority would take a core
+from one of them, and the others would wait for it at every layer; at the lowest priority it
+runs in the gaps, and where its result is awaited, the cores are free for it anyway.
+
 Only the decoding runs ahead; turning the image into float pixels stays in the calling thread
 (torch operators started from a second thread would start a second pool of threads). What is
 decoded ahead is bounded (:data:`PREFETCH_DEPTH` images), results come in the order of the
@@ -22,6 +27,8 @@ reached, so that its error is the one, naming the file, that reading it in turn 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +39,13 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-__all__ = ["PREFETCH_DEPTH", "files_read_ahead", "read_ahead", "take_prefetched"]
+__all__ = [
+    "PREFETCH_DEPTH",
+    "background_threads",
+    "files_read_ahead",
+    "read_ahead",
+    "take_prefetched",
+]
 
 T = TypeVar("T")
 
@@ -41,6 +54,21 @@ PREFETCH_DEPTH = 2
 :func:`~latent_ot.images.folders.transform_files`, results waiting to be written): enough to
 hide a decode behind an autoencoder pass, few enough that the decoded images waiting take
 little memory."""
+
+
+def background_threads(name: str, workers: int = 1) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads named ``name``, each at the lowest CPU priority."""
+    return ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=_lowest_priority)
+
+
+def _lowest_priority() -> None:
+    # On Linux a thread has its own nice value: raising it (lowering the priority) needs no
+    # privilege and touches neither the process nor its other threads. Elsewhere, nothing.
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
 
 
 def is_file(element: Any) -> bool:
@@ -84,7 +112,7 @@ def read_ahead(
     """
     pairs = iter(pairs)
     pending: deque[tuple[str, Any, Future | None]] = deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="latent-ot-read") as pool:
+    with background_threads("latent-ot-read") as pool:
         try:
             while True:
                 for name, element in pairs:

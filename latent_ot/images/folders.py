@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..validation import check_int
 from ._files import is_image_file
-from ._prefetch import PREFETCH_DEPTH, files_read_ahead
+from ._prefetch import PREFETCH_DEPTH, background_threads, files_read_ahead
 
 __all__ = ["FolderReport", "expand_inputs", "save_image_atomically", "shard", "transform_files"]
 
@@ -205,8 +205,8 @@ def _transform_share(
         # Leaving the block waits for the writes under way: no output is left half-written.
         writer = files_ahead = None
         if prefetch:
-            reader = stack.enter_context(ThreadPoolExecutor(1, "latent-ot-read"))
-            writer = stack.enter_context(ThreadPoolExecutor(1, "latent-ot-write"))
+            reader = stack.enter_context(background_threads("latent-ot-read"))
+            writer = stack.enter_context(background_threads("latent-ot-write"))
             files_ahead = stack.enter_context(files_read_ahead(reader, prefetch))
         reads_files = False  # whether transform reads its path through latent-ot: seen once run
         pending: deque[tuple[Path, _Outcome | Future]] = deque()
