@@ -145,10 +145,15 @@ class NaturalPrior:
             latent_channels=metadata["latent_channels"],
             factor=metadata["factor"],
             stats=MappingProxyType(stats),
-            sides=MappingProxyType({int(k): v for k, v in metadata["sides"].items()}),
-            n_images=MappingProxyType({int(k): v for k, v in metadata["n_images"].items()}),
+            sides=_by_scale(metadata["sides"]),
+            n_images=_by_scale(metadata["n_images"]),
             description=metadata["description"],
         )
+
+
+def _by_scale(values: dict[str, Any]) -> Mapping[int, Any]:
+    """A JSON object keyed by scale, as a read-only mapping in increasing scale."""
+    return MappingProxyType({int(k): values[k] for k in sorted(values, key=int)})
 
 
 def _no_builtin(name: str) -> ValueError:
