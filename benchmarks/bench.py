@@ -113,8 +113,10 @@ def image_rows(args) -> list[dict]:
             memory = {}
             if not args.skip_untiled:
                 for tiling, tile_size in (("tiled", "auto"), ("untiled", None)):
-                    case = {**base, "what": "memory", "tile_size": tile_size}
-                    memory[f"{tiling}_above_model_gb"] = run(case)["above_model_gb"]
+                    measured = run({**base, "what": "memory", "tile_size": tile_size})
+                    memory[f"{tiling}_above_model_gb"] = measured["above_model_gb"]
+                    # The whole process, loaded model included, for one transform alone.
+                    memory[f"{tiling}_peak_gb"] = measured["peak_memory_gb"]
             floor_s = transform["encode_s"] + transform["decode_s"]
             row = {
                 **base,
@@ -155,7 +157,8 @@ def print_row(row: dict) -> None:
         tiled, untiled = row["tiled_above_model_gb"], row["untiled_above_model_gb"]
         print(
             f"{'':>6} {row['size']:>5} px  transform memory above the model: tiled "
-            f"{tiled:.2f} GB, untiled {untiled:.2f} GB ({tiled / untiled:.2f}x)",
+            f"{tiled:.2f} GB, untiled {untiled:.2f} GB ({tiled / untiled:.2f}x); process peak "
+            f"{row['tiled_peak_gb']:.2f} GB (untiled {row['untiled_peak_gb']:.2f} GB)",
             flush=True,
         )
 

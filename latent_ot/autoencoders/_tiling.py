@@ -46,7 +46,7 @@ AUTO_TILE_SIZES: Mapping[str, int] = MappingProxyType({"cpu": 1024, "cuda": 2048
 """Largest tile in pixels that ``tile_size="auto"`` uses, per device type (others: ``"cpu"``).
 
 ``"auto"`` tiles only images whose pass would exceed the memory budget
-(:data:`AUTO_MEMORY_BUDGETS`), in tiles that take at most half of it: 808 px for TAEF2 and
+(:data:`AUTO_MEMORY_BUDGETS`), in tiles that take at most half of it: 800 px for TAEF2 and
 512 px for the Stable Diffusion VAE on the CPU in float32. This caps them for small models,
 whose estimate would allow larger ones.
 """
