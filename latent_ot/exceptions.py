@@ -16,6 +16,7 @@ __all__ = [
     "MetricSkippedWarning",
     "NotFittedError",
     "OperatorFileError",
+    "first_line",
 ]
 
 
@@ -54,3 +55,15 @@ class MetricSkippedWarning(UserWarning):
         self.remedy = remedy
         text = f"{metric} skipped: {reason}"
         super().__init__(f"{text}; {remedy}" if remedy else text)
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first line of an error's message (or of a text), for one-line reports.
+
+    Examples
+    --------
+    >>> first_line(ValueError("not an image\\n  at line 3"))
+    'not an image'
+    """
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""

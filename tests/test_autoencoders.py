@@ -2,6 +2,7 @@
 
 import copy
 import hashlib
+import importlib
 import itertools
 import logging
 import re
@@ -867,15 +868,14 @@ def test_taef2_tiles_match_untiled_at_1024_px_without_seams():
 # Memory layout (channels-last) and tiling by memory
 # --------------------------------------------------------------------------------------------
 
-# The configuration of stabilityai/sd-vae-ft-mse (as benchmarks/bench.py builds it).
-SD_VAE_CONFIG = {
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-}
+
+def _sd_vae_config():
+    """The configuration of stabilityai/sd-vae-ft-mse, as the speed benchmark builds it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+        config = dict(importlib.import_module("_speed_cases").SD_VAE_CONFIG)
+    sys.modules.pop("_speed_cases", None)
+    return config
 
 
 def _round_trip_in(ae, memory_format, images):
@@ -944,7 +944,7 @@ def test_common_photo_sizes_run_whole_and_4k_is_tiled_by_default_on_cpu():
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    sd_vae = load_autoencoder(AutoencoderKL(**SD_VAE_CONFIG))
+    sd_vae = load_autoencoder(AutoencoderKL(**_sd_vae_config()))
     assert not sd_vae.will_tile(512, 768) and sd_vae.will_tile(1024, 1024)
     assert sd_vae.will_tile(4096, 4096) and sd_vae.tile_size == 512
     # Half precision halves the estimate: a 1024 px image fits 6 GB on CUDA.

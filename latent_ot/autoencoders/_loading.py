@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..devices import resolve_dtype
-from ..exceptions import AutoencoderNotFoundError
+from ..exceptions import AutoencoderNotFoundError, first_line
 from ._base import Autoencoder
 from .diffusers import _diffusers_class, _wrap_diffusers
 from .pixel import PixelAutoencoder
@@ -48,9 +48,7 @@ def _load_directory(path: Path, dtype: torch.dtype, sample_latent: bool) -> Auto
 
 
 def _first_line(err: BaseException, limit: int = 300) -> str:
-    text = str(err).strip().splitlines()
-    line = text[0] if text else ""
-    return f"{type(err).__name__}: {line[:limit]}"
+    return f"{type(err).__name__}: {first_line(err)[:limit]}"
 
 
 def _sources(spec: str) -> tuple[str | None, str, bool]:

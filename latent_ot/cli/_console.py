@@ -6,6 +6,8 @@ import sys
 
 from tqdm.auto import tqdm
 
+from ..exceptions import first_line
+
 __all__ = ["Abort", "Console", "one_line"]
 
 
@@ -51,8 +53,7 @@ def one_line(error: BaseException | str) -> str:
     >>> one_line("ValueError: not an image\\n  at line 3")
     'ValueError: not an image'
     """
-    lines = str(error).strip().splitlines()
-    message = lines[0] if lines else ""
+    message = first_line(error)
     if isinstance(error, str) or (isinstance(error, _EXPECTED) and message):
         return message
     return f"{type(error).__name__}: {message} (run with --debug for the traceback)"

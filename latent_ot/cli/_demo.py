@@ -16,10 +16,7 @@ from ._console import Console
 from ._models import DEFAULT_VAE, PAPER_VAE, new_operator, resolve_vae
 from ._options import (
     OPERATOR_SUFFIX,
-    add_alphas_option,
-    add_autoencoder_options,
-    add_metrics_option,
-    add_seed,
+    add_sweep_options,
     command,
     integer,
     real,
@@ -73,10 +70,7 @@ def add_parser(commands) -> None:
         "prior; never the clean versions of the restored photos, which would make it paired",
     )
     _add_photo_options(parser)
-    add_alphas_option(parser)
-    add_metrics_option(parser)
-    add_seed(parser, default=0)
-    add_autoencoder_options(parser, vae=DEFAULT_VAE, patch_size=True)
+    add_sweep_options(parser, seed=0, vae=DEFAULT_VAE, patch_size=True)
 
 
 def _add_photo_options(parser) -> None:

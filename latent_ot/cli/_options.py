@@ -28,6 +28,7 @@ __all__ = [
     "add_metrics_option",
     "add_output_options",
     "add_seed",
+    "add_sweep_options",
     "attach_dash_values",
     "command",
     "integer",
@@ -102,13 +103,7 @@ def add_autoencoder_options(
         vae_help = f"{purpose}{VAE_CHOICE} (default: %(default)s)"
     group.add_argument("--vae", default=vae, metavar="NAME|DIR", help=vae_help)
     if patch_size:
-        group.add_argument(
-            "--patch-size",
-            type=integer("P", 1),
-            default=3,
-            metavar="P",
-            help="side of the latent patches (default: %(default)s)",
-        )
+        _add_count(group, "--patch-size", "P", 3, "side of the latent patches")
     group.add_argument(
         "--device",
         default="auto",
@@ -121,13 +116,26 @@ def add_autoencoder_options(
         help="compute dtype of the autoencoder; 'auto': float16 on CUDA, float32 elsewhere "
         "(default: %(default)s)",
     )
+    _add_count(group, "--batch-size", "N", 4, "images encoded together")
+
+
+def _add_count(group, flag: str, metavar: str, default: int, help_text: str) -> None:
     group.add_argument(
-        "--batch-size",
-        type=integer("N", 1),
-        default=4,
-        metavar="N",
-        help="images encoded together (default: %(default)s)",
+        flag,
+        type=integer(metavar, 1),
+        default=default,
+        metavar=metavar,
+        help=f"{help_text} (default: %(default)s)",
     )
+
+
+def add_sweep_options(parser, *, seed: int | None, vae: str | None, patch_size: bool) -> None:
+    """The options of the commands that sweep alpha and measure: alphas, metrics, seed and
+    the autoencoder's."""
+    add_alphas_option(parser)
+    add_metrics_option(parser)
+    add_seed(parser, default=seed)
+    add_autoencoder_options(parser, vae=vae, patch_size=patch_size)
 
 
 def add_seed(parser, default: int | None) -> None:

@@ -10,10 +10,7 @@ from ._files import check_distinct_names, matching_references
 from ._models import load_operator
 from ._options import (
     OPERATOR_SUFFIX,
-    add_alphas_option,
-    add_autoencoder_options,
-    add_metrics_option,
-    add_seed,
+    add_sweep_options,
     command,
 )
 from ._report import Metrics, autoencoder_for_metrics, measure_and_report
@@ -56,10 +53,7 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output directory"
     )
-    add_alphas_option(parser)
-    add_metrics_option(parser)
-    add_seed(parser, default=None)
-    add_autoencoder_options(parser, vae=None, patch_size=False)
+    add_sweep_options(parser, seed=None, vae=None, patch_size=False)
 
 
 def run(args, console: Console) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..devices import resolve_device
-from ..exceptions import MetricSkippedWarning
+from ..exceptions import MetricSkippedWarning, first_line
 from ..validation import check_int
 from .distortion import _lpips_scorer, _paired_scores, _psnr_pair, _ssim_pair
 from .distribution import (
@@ -22,7 +22,6 @@ from .distribution import (
 from .latent import latent_w2
 from .networks import (
     _extractor,
-    _first_line,
     _image_features,
     _install_remedy,
     _MissingPackageError,
@@ -64,7 +63,7 @@ def _skipped(metric: str, error: Exception, argument: str) -> MetricSkippedWarni
         return MetricSkippedWarning(
             metric, error.reason, _install_remedy(error.package, alternative)
         )
-    reason = _first_line(f"{type(error).__name__}: {error}")
+    reason = first_line(f"{type(error).__name__}: {error}")
     if isinstance(error, OSError):  # weights that could not be downloaded or read
         remedy = f"download its weights once with a network connection, or pass {alternative}"
     else:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..devices import resolve_device
 from ..encoding import batch_name
+from ..exceptions import first_line
 from ._pixels import named_pixels, same_size_batches
 
 __all__: list[str] = []
@@ -45,11 +46,6 @@ class _MissingPackageError(ModuleNotFoundError):
         self.remedy = remedy
 
 
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0] if lines else ""
-
-
 def _install_remedy(package: str | None, alternative: str) -> str:
     """What to do about a missing optional package: the extra, the package, or a network."""
     single = f" (or pip install {package})" if package else ""
@@ -61,7 +57,7 @@ def _require(module: str, package: str, purpose: str, remedy: str) -> None:
     try:
         __import__(module)
     except Exception as err:  # a broken install (say, a mismatched torchvision) counts as missing
-        detail = _first_line(f"{type(err).__name__}: {err}")
+        detail = first_line(f"{type(err).__name__}: {err}")
         reason = f"needs {package}, which could not be imported ({detail})"
         raise _MissingPackageError(purpose, package, module, reason, remedy) from err
 
