@@ -63,11 +63,16 @@ DEFAULT_OUTPUT = ROOT / "benchmarks" / "output" / "quality"
 # What every variant starts from: TAEF2, the one pretrained autoencoder available offline.
 BASE_PARAMS: dict[str, Any] = {"vae": "taef2"}
 # Variant name -> LatentOTTransformer keyword arguments, on top of BASE_PARAMS (the command
-# line adds device and random_state). A new option is one line here.
+# line sets device and random_state). A new option is one line here.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    # The paper's recipe as it stands (switch to LatentOTTransformer.paper() once it exists).
-    "paper": {"vae": "taef2", "patch_size": 3},
+    # The paper's recipe, with TAEF2 for its SD VAE (not available offline).
+    "paper": LatentOTTransformer.paper(vae="taef2").get_params(),
+    "residual": {"residual": True},
+    "latent-interpolation": {"interpolation": "latent"},
+    "shrinkage-oas": {"shrinkage": "oas"},
+    "max-gain-2": {"max_gain": 2.0},
+    "zero-shot": {"zero_shot": True},
 }
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}
@@ -176,7 +181,7 @@ class PriorUnavailable(RuntimeError):
 def make_operator(variant: str, args: argparse.Namespace) -> LatentOTTransformer:
     """The unfitted operator of ``variant``; a clear error for options this version lacks."""
     params = {**BASE_PARAMS, **VARIANTS[variant], "device": args.device}
-    params.setdefault("random_state", args.seed)
+    params["random_state"] = args.seed
     try:
         return LatentOTTransformer(**params)
     except TypeError as error:

@@ -119,6 +119,14 @@ def test_fit_without_natural_images_transports_to_the_priors_statistics(tmp_path
     )
     with_natural.fit(restored, natural[:2])
     assert with_natural.prior_scale_ is None
+    # Crops of larger photos: the scale of the photos, chosen by hand.
+    by_hand = LatentOTTransformer(
+        vae="pixel", patch_size=1, prior=tmp_path / "prior.safetensors", prior_scale=17
+    ).fit(restored)
+    assert by_hand.prior_scale_ == 16
+    assert by_hand.gaussian_ot_.target_stats_ == prior.stats[(16, 1)]
+    with pytest.raises(TypeError, match="prior_scale must be an int >= 1, got str 'big'"):
+        LatentOTTransformer(vae="pixel", prior_scale="big").fit(restored)
     # A pipeline passes y=None: the prior again.
     pipeline = Pipeline([("dot", dot)]).fit(restored)
     assert pipeline.named_steps["dot"].prior_scale_ == 32

@@ -27,6 +27,8 @@ def check_params(operator: Any) -> None:
     check_choice(operator.interpolation, "interpolation", INTERPOLATIONS)
     for name in ("sample_latent", "verbose", "residual", "zero_shot"):
         check_bool(getattr(operator, name), name)
+    if not (isinstance(operator.prior_scale, str) and operator.prior_scale == "auto"):
+        check_int(operator.prior_scale, "prior_scale")
 
 
 def check_compatible(operator: Any, autoencoder: Any) -> None:

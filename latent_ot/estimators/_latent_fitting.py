@@ -116,8 +116,9 @@ class LatentFitMixin:
         side = restored_image_side(
             self.restored_stats_.count, self.n_images_restored_, self.patch_size, self.factor_
         )
+        scale = None if self.prior_scale == "auto" else self.prior_scale
         stats, self.prior_scale_ = self._natural_prior(self._autoencoder()).select(
-            self.patch_size, side
+            self.patch_size, side, scale=scale
         )
         return stats.to(self.restored_stats_.device)
 

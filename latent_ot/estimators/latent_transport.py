@@ -68,8 +68,12 @@ class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
     prior : "builtin", str, os.PathLike or NaturalPrior, default="builtin"
         The natural side when ``fit`` gets no natural images: ``"builtin"`` is the prior
         shipped for the autoencoder (:func:`latent_ot.priors.builtin_prior`; TAEF2 has one),
-        else a file written by :meth:`latent_ot.priors.NaturalPrior.save`. Its scale nearest
-        to the size of the restored images is used. Ignored when natural images are given.
+        else a file written by :meth:`latent_ot.priors.NaturalPrior.save`. Ignored when
+        natural images are given.
+    prior_scale : "auto" or int, default="auto"
+        Which scale of the prior: ``"auto"`` picks the one nearest to the size of the
+        restored images; an int, the one nearest to that long side in pixels. Give the size
+        of the source photos when the restored images are crops of larger ones.
     patch_size : int, default=3
         Side ``p`` of the latent patches; the statistics have dimension ``C * p * p``.
     alpha : float, default=0.0
@@ -170,6 +174,7 @@ class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
         vae="taef2",
         *,
         prior="builtin",
+        prior_scale="auto",
         patch_size=3,
         alpha=0.0,
         stochastic="auto",
@@ -191,6 +196,7 @@ class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
     ):
         self.vae = vae
         self.prior = prior
+        self.prior_scale = prior_scale
         self.patch_size = patch_size
         self.alpha = alpha
         self.stochastic = stochastic

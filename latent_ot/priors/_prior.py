@@ -83,8 +83,14 @@ class NaturalPrior:
             raise ValueError(f"image_side must be a positive number, got {image_side!r}")
         return min(self.scales, key=lambda scale: abs(math.log(self.sides[scale] / image_side)))
 
-    def select(self, patch_size: int, image_side: float) -> tuple[GaussianStats, int]:
+    def select(
+        self, patch_size: int, image_side: float, *, scale: int | None = None
+    ) -> tuple[GaussianStats, int]:
         """The statistics for ``patch_size`` at the scale nearest to ``image_side``.
+
+        ``scale`` (a long side in pixels), when given, chooses the scale instead: the one
+        nearest to it on a log scale. Crops cut at full resolution from large photos call for
+        it: their texture is that of the photos, not of images of the crops' size.
 
         Returns
         -------
@@ -97,8 +103,11 @@ class NaturalPrior:
                 f"sizes {list(self.patch_sizes)}; use one of them, pass natural images to fit, "
                 "or build a prior with that patch size (latent_ot.priors.build_prior)"
             )
-        scale = self.nearest_scale(image_side)
-        return self.stats[(scale, patch_size)].copy(), scale
+        if scale is None:
+            chosen = self.nearest_scale(image_side)
+        else:
+            chosen = min(self.scales, key=lambda named: abs(math.log(named / scale)))
+        return self.stats[(chosen, patch_size)].copy(), chosen
 
     def check_matches(self, latent_channels: int, factor: int, name: str) -> None:
         """Raise ``ValueError`` unless the prior was built with such an autoencoder."""
