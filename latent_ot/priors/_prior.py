@@ -224,8 +224,8 @@ def restored_image_side(patches: int, images: int, patch_size: int, factor: int)
 
     Examples
     --------
-    >>> restored_image_side(2 * 62 * 94, 2, 3, 8)  # two 512 x 768 images: sqrt(512 * 768)
-    626.5...
+    >>> round(restored_image_side(2 * 62 * 94, 2, 3, 8))  # two 512 x 768: sqrt(512 * 768) = 627
+    627
     """
     per_image = patches / max(images, 1)
     return (math.sqrt(per_image) + patch_size - 1) * factor
