@@ -15,7 +15,7 @@ Examples
 --------
 >>> prior = builtin_prior("taef2")
 >>> prior.autoencoder, prior.latent_channels, prior.patch_sizes
-('taef2', 32, (3,))
+('taef2', 32, (1, 2, 3))
 """
 
 from ._build import build_prior, resize_long_side
