@@ -293,7 +293,8 @@ def folder_photos(shared: str, count: int) -> list[Path]:
 
 def folder_case(case: dict, autoencoder) -> dict:
     """``transform_files`` over photos on disk to files on disk, with reads and writes
-    overlapped and in turn, against the autoencoder alone on the same images in memory."""
+    overlapped and in turn, against the autoencoder alone on the same images in memory;
+    the three passes take turns every ``chunk`` photos (10)."""
     from latent_ot.encoding import pad_to_multiple
     from latent_ot.images import ImageSource, transform_files
     from latent_ot.memory import reusing_freed_memory
@@ -307,31 +308,36 @@ def folder_case(case: dict, autoencoder) -> dict:
     ]
     pixels = sum(image.shape[-2] * image.shape[-1] for image in images)
 
-    def alone(first: int) -> None:
+    def alone(chunk: slice) -> None:
         with reusing_freed_memory(autoencoder):
-            for image in images[:first]:
+            for image in images[chunk]:
                 autoencoder.decode(autoencoder.encode(image))
 
-    def folder(first: int, prefetch: int) -> None:
+    def folder(chunk: slice, prefetch: int) -> None:
         with tempfile.TemporaryDirectory(dir=case.get("output_root")) as output:
-            report = transform_files(operator.transform, files[:first], output, prefetch=prefetch)
+            report = transform_files(operator.transform, files[chunk], output, prefetch=prefetch)
         if not report.ok:
             raise RuntimeError(f"transform_files failed: {report.failed[:3]}")
 
     functions = {
         "alone": alone,
-        "overlapped": lambda first: folder(first, 2),
-        "in_turn": lambda first: folder(first, 0),
+        "overlapped": lambda chunk: folder(chunk, 2),
+        "in_turn": lambda chunk: folder(chunk, 0),
     }
-    for function in functions.values():  # warm-up: a few photos, every size class seen once
-        function(3)
-    best = dict.fromkeys(functions, float("inf"))
-    for _ in range(case["repeats"]):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function(len(images))
-            best[name] = min(best[name], time.perf_counter() - start)
-    result = {f"{name}_images_per_s": len(images) / best[name] for name in functions}
+    for function in functions.values():  # warm-up: a few photos
+        function(slice(0, 3))
+    # In turns chunk by chunk, each pass over every photo once: on a shared machine whose
+    # load changes over minutes, the three passes then see the same load.
+    seconds = dict.fromkeys(functions, 0.0)
+    size = case.get("chunk", 10)
+    for turn, start in enumerate(range(0, len(images), size)):
+        names = list(functions)
+        names = names[turn % 3 :] + names[: turn % 3]  # no pass always goes first
+        for name in names:
+            begin = time.perf_counter()
+            functions[name](slice(start, start + size))
+            seconds[name] += time.perf_counter() - begin
+    result = {f"{name}_images_per_s": len(images) / seconds[name] for name in functions}
     result["megapixels"] = pixels / 1e6
     return result
 

@@ -175,7 +175,6 @@ def folder_rows(args) -> list[dict]:
             "dtype": args.dtype,
             "shared": str(args.shared),
             "n_images": args.folder_images,
-            "repeats": args.folder_repeats,
             "keep_freed_memory": args.keep_freed_memory,
         }
         row = {**case, **run(case)}
@@ -309,9 +308,6 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-folder", action="store_true")
     parser.add_argument(
         "--folder-images", type=int, default=100, help="photos in the folder case (at most 136)"
-    )
-    parser.add_argument(
-        "--folder-repeats", type=int, default=1, help="timed rounds of the folder case"
     )
     parser.add_argument("--folder-autoencoders", nargs="+", default=["taef2"])
     parser.add_argument("--skip-gaussian", action="store_true")

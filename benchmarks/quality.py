@@ -73,6 +73,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shrinkage-oas": {"shrinkage": "oas"},
     "max-gain-2": {"max_gain": 2.0},
     "zero-shot": {"zero_shot": True},
+    # Combinations with latent interpolation, the one option that moved the curve alone.
+    "latent-gain-1.5": {"interpolation": "latent", "max_gain": 1.5},
+    "latent-gain-2.5": {"interpolation": "latent", "max_gain": 2.5},
+    "latent-patch-2": {"interpolation": "latent", "patch_size": 2},
+    "latent-gaussian-fold": {"interpolation": "latent", "fold_window": "gaussian"},
+    "latent-residual": {"interpolation": "latent", "residual": True},
 }
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}

@@ -231,10 +231,11 @@ def test_alpha_one_returns_the_input_bitwise(hub_id_fit):
 
 def test_alpha_blends_in_pixel_space_and_sweep_reuses_the_transport(hub_id_fit):
     image = random_images(10, [(32, 32)])[0].astype(np.float32)
-    transported = hub_id_fit.transform(image)
-    half = hub_id_fit.interpolate(0.5).transform(image)
+    pixel = hub_id_fit.interpolate(0.0).set_params(interpolation="pixel")  # a copy
+    transported = pixel.transform(image)
+    half = pixel.interpolate(0.5).transform(image)
     np.testing.assert_allclose(half, np.clip(0.5 * transported + 0.5 * image, 0, 1), atol=1e-6)
-    swept = hub_id_fit.sweep(image, [0.0, 0.5, 1.0])
+    swept = pixel.sweep(image, [0.0, 0.5, 1.0])
     np.testing.assert_array_equal(swept[0], transported)
     np.testing.assert_array_equal(swept[1], half)
     np.testing.assert_array_equal(swept[2], image)
