@@ -1,6 +1,5 @@
 """The device and dtype rules ("auto" per machine, LOCAL_RANK, errors naming the argument)."""
 
-
 import pytest
 import torch
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import latent_ot
 from latent_ot import LatentOTTransformer, memory
@@ -175,6 +176,36 @@ def test_fit_and_transform_each_run_in_one_block_and_autoencoder_passes_open_non
     depths_entered.clear()
     dot.transform(images)
     assert depths_entered == [1]
+
+
+def test_a_loop_of_calls_in_the_operators_block_gives_memory_back_once(libc):
+    rng = np.random.default_rng(0)
+    images = [rng.random((16, 16, 3)) for _ in range(3)]
+    dot = LatentOTTransformer(vae="pixel").fit(images, images)
+    libc.calls.clear()
+    with dot.reusing_freed_memory() as reusing:
+        assert reusing is True
+        for image in images:
+            dot.transform(image)
+        assert libc.calls == [("mallopt", -3, 2**31 - 1), ("mallopt", -1, 2**31 - 1)]
+    assert [call[0] for call in libc.calls].count("malloc_trim") == 1  # not once per call
+
+
+def test_the_transform_command_runs_its_files_in_one_block(libc, tmp_path):
+    from latent_ot.cli import main
+
+    rng = np.random.default_rng(0)
+    images = [rng.random((16, 16, 3)) for _ in range(3)]
+    operator = tmp_path / "op.safetensors"
+    LatentOTTransformer(vae="pixel").fit(images, images).save(operator)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index, image in enumerate(images):
+        Image.fromarray((image * 255).astype(np.uint8)).save(inputs / f"{index}.png")
+    libc.calls.clear()
+    assert main(["transform", str(operator), str(inputs), "-o", str(tmp_path / "out"), "-q"]) == 0
+    assert len(list((tmp_path / "out").iterdir())) == 3
+    assert [call[0] for call in libc.calls].count("malloc_trim") == 1
 
 
 def test_the_policy_suits_the_taesd_family_and_not_the_sd_vae(tiny_kl_model, libc):

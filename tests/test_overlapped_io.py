@@ -200,6 +200,21 @@ def test_a_transform_that_does_not_read_its_files_costs_no_decoding(tmp_path, op
         assert image.getpixel((0, 0)) == (3, 0, 0)
 
 
+def test_outputs_are_png_at_the_fast_level_and_jpeg_at_quality_95(tmp_path):
+    import io
+
+    from latent_ot.images.folders import PNG_COMPRESS_LEVEL
+
+    paths = write_images(tmp_path / "in", count=3)  # two PNG files, one JPEG
+    report, _ = run_folder(tmp_path, "out", invert, PREFETCH_DEPTH)
+    assert PNG_COMPRESS_LEVEL == 1 and len(report.written) == 3
+    for path, written in zip(paths, report.written, strict=True):
+        expected = io.BytesIO()
+        options = {"quality": 95} if path.suffix == ".jpg" else {"compress_level": 1}
+        invert(path).save(expected, format=Image.registered_extensions()[path.suffix], **options)
+        assert written.read_bytes() == expected.getvalue()
+
+
 def test_a_write_that_fails_is_reported_in_its_turn(tmp_path):
     paths = write_images(tmp_path / "in", count=5)
     for name in ("sequential", "overlapped"):

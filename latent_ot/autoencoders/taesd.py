@@ -74,9 +74,12 @@ class _Block(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
+        # The sums are written into the freshly computed branch outputs, which nothing else
+        # reads (the same values as ``x + pool(x)`` and ``conv(x) + skip(x)``, one full-size
+        # tensor fewer each).
         if self.pool is not None:
-            x = x + self.pool(x)
-        return self.fuse(self.conv(x) + self.skip(x))
+            x = self.pool(x).add_(x)
+        return self.fuse(self.conv(x).add_(self.skip(x)))
 
 
 def _taesd_encoder(width: int, latent_channels: int, pool_channels: int | None) -> nn.Sequential:

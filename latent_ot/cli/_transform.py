@@ -77,7 +77,11 @@ def run(args, console: Console) -> int:
     share = len(shard(files, rank, world_size))
     if world_size > 1:
         console.note(f"shard {rank}/{world_size}: {share} of {len(files)} files")
-    with console.progress(total=share, desc="transforming", unit="img") as bar:
+    # One memory block for the whole loop: each file's transform reuses what the last freed.
+    with (
+        console.progress(total=share, desc="transforming", unit="img") as bar,
+        operator.reusing_freed_memory(),
+    ):
         report = transform_files(
             _transform_or_abort(operator),
             files,

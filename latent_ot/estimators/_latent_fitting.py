@@ -4,16 +4,19 @@ The restored images' and the natural images' latent patches are accumulated batc
 (:func:`latent_ot.encoding.latent_patch_stats`), across ranks under
 :func:`latent_ot.distributed.synchronize_fit`; without natural images the natural side is the
 prior's statistics at the scale of the restored images. The Gaussian map is refitted from the
-statistics after every call. Also here: the autoencoder, loaded once and cached.
+statistics after every call. Also here: the autoencoder, loaded once and cached, and the
+memory block around a loop of calls with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
 import torch
 
+from .. import memory
 from ..autoencoders import load_autoencoder
 from ..devices import resolve_device
 from ..distributed import gather_stats, report_failure, sum_counts
@@ -26,7 +29,36 @@ from .gaussian_transport import GaussianOTTransformer
 
 
 class LatentFitMixin:
-    """The fitting half of :class:`~latent_ot.LatentOTTransformer` (its private methods)."""
+    """The fitting half of :class:`~latent_ot.LatentOTTransformer`: its private methods, and
+    :meth:`reusing_freed_memory`."""
+
+    def reusing_freed_memory(self) -> contextlib.AbstractContextManager[bool]:
+        """A block in which this operator's calls keep the memory they free for the next.
+
+        Each call of ``fit``, ``partial_fit``, ``transform`` and ``sweep`` already runs in such
+        a block and gives the memory back at its end; a loop of calls (one file at a time, as
+        ``latent-ot transform`` runs) is faster in one block around the whole loop, which keeps
+        the memory between calls. It is :func:`latent_ot.memory.reusing_freed_memory` for this
+        operator's autoencoder: that module says what it changes and how to decline it.
+
+        Returns
+        -------
+        contextlib.AbstractContextManager[bool]
+            Yields whether freed memory is kept for reuse inside the block.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from latent_ot import LatentOTTransformer
+        >>> rng = np.random.default_rng(0)
+        >>> images = [rng.random((32, 32, 3)) for _ in range(2)]
+        >>> operator = LatentOTTransformer(vae="pixel", random_state=0).fit(images, images)
+        >>> with operator.reusing_freed_memory():
+        ...     outputs = [operator.transform(image) for image in images]
+        >>> [output.shape for output in outputs]
+        [(32, 32, 3), (32, 32, 3)]
+        """
+        return memory.reusing_freed_memory(self._autoencoder())
 
     def _start_fit(self, autoencoder) -> None:
         device = resolve_device(self.device)
