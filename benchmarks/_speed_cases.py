@@ -7,7 +7,7 @@ import os
 import resource
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 # The configuration of stabilityai/sd-vae-ft-mse, randomly initialised: same cost, no download.
@@ -292,13 +292,12 @@ def folder_photos(shared: str, count: int) -> list[Path]:
 
 
 def folder_case(case: dict, autoencoder) -> dict:
-    """``transform_files`` over photos on disk to files on disk as ``latent-ot transform`` runs
-    it (in one block of memory reuse, reads and writes overlapped), with reads and writes in
-    turn, and without the block (each transform its own), against the autoencoder alone on
-    the same images in memory; the passes take turns every ``chunk`` photos (10)."""
+    """``transform_files`` over photos on disk to files on disk, with reads and writes
+    overlapped and in turn, against the autoencoder alone on the same images in memory; the
+    passes take turns every ``chunk`` photos (10), all in one block of memory reuse, as
+    ``latent-ot transform`` runs its files."""
     from latent_ot.encoding import pad_to_multiple
     from latent_ot.images import ImageSource, transform_files
-    from latent_ot.memory import reusing_freed_memory
 
     files = folder_photos(case["shared"], case["n_images"])
     operator = fitted_operator(case, autoencoder, 256)
@@ -310,16 +309,12 @@ def folder_case(case: dict, autoencoder) -> dict:
     pixels = sum(image.shape[-2] * image.shape[-1] for image in images)
 
     def alone(chunk: slice) -> None:
-        with reusing_freed_memory(autoencoder):
-            for image in images[chunk]:
-                autoencoder.decode(autoencoder.encode(image))
+        for image in images[chunk]:
+            autoencoder.decode(autoencoder.encode(image))
 
-    def folder(chunk: slice, prefetch: int, one_block: bool = True) -> None:
+    def folder(chunk: slice, prefetch: int) -> None:
         with tempfile.TemporaryDirectory(dir=case.get("output_root")) as output:
-            with operator.reusing_freed_memory() if one_block else nullcontext():
-                report = transform_files(
-                    operator.transform, files[chunk], output, prefetch=prefetch
-                )
+            report = transform_files(operator.transform, files[chunk], output, prefetch=prefetch)
         if not report.ok:
             raise RuntimeError(f"transform_files failed: {report.failed[:3]}")
 
@@ -327,21 +322,21 @@ def folder_case(case: dict, autoencoder) -> dict:
         "alone": alone,
         "overlapped": lambda chunk: folder(chunk, 2),
         "in_turn": lambda chunk: folder(chunk, 0),
-        "per_call": lambda chunk: folder(chunk, 2, one_block=False),
     }
-    for function in functions.values():  # warm-up: a few photos
-        function(slice(0, 3))
-    # In turns chunk by chunk, each pass over every photo once: on a shared machine whose
-    # load changes over minutes, the passes then see the same load.
     seconds = dict.fromkeys(functions, 0.0)
     size = case.get("chunk", 10)
-    for turn, start in enumerate(range(0, len(images), size)):
-        names = list(functions)
-        names = names[turn % len(names) :] + names[: turn % len(names)]  # none always first
-        for name in names:
-            begin = time.perf_counter()
-            functions[name](slice(start, start + size))
-            seconds[name] += time.perf_counter() - begin
+    with operator.reusing_freed_memory():
+        for function in functions.values():  # warm-up: a few photos
+            function(slice(0, 3))
+        # In turns chunk by chunk, each pass over every photo once: on a shared machine whose
+        # load changes over minutes, the passes then see the same load.
+        for turn, start in enumerate(range(0, len(images), size)):
+            names = list(functions)
+            names = names[turn % len(names) :] + names[: turn % len(names)]  # none always first
+            for name in names:
+                begin = time.perf_counter()
+                functions[name](slice(start, start + size))
+                seconds[name] += time.perf_counter() - begin
     result = {f"{name}_images_per_s": len(images) / seconds[name] for name in functions}
     result["megapixels"] = pixels / 1e6
     return result

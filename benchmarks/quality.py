@@ -79,6 +79,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "latent-patch-2": {"interpolation": "latent", "patch_size": 2},
     "latent-gaussian-fold": {"interpolation": "latent", "fold_window": "gaussian"},
     "latent-residual": {"interpolation": "latent", "residual": True},
+    # Against the artifacts at alpha = 0: smaller patches, fewer amplified directions.
+    "gain-1.5-patch-2": {"max_gain": 1.5, "patch_size": 2},
+    "gain-1.5-gaussian-fold": {"max_gain": 1.5, "fold_window": "gaussian"},
+    "patch-1": {"patch_size": 1},
+    "zero-shot-patch-1": {"zero_shot": True, "patch_size": 1},
 }
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}
