@@ -13,7 +13,8 @@ What: :class:`~latent_ot.LatentOTTransformer`'s ``fit``, ``partial_fit``, ``tran
 raises glibc's mmap and trim thresholds (``mallopt``) so that freed blocks are reused, and at
 its end calls ``malloc_trim(0)`` so that the process does not stay at its peak. It suits the
 TAESD family and the pixel identity; not the Stable Diffusion VAE, whose kept heap would grow
-past what its tiling saves (:func:`suits`).
+past what its tiling saves (:func:`suits`). A loop of calls runs in one block with
+``LatentOTTransformer.reusing_freed_memory()``, as ``latent-ot transform`` runs its files.
 
 What it leaves behind: glibc's thresholds cannot be read back, so they cannot be restored
 exactly. After a block they are left where glibc's own adaptation takes them during an
