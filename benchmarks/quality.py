@@ -79,7 +79,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "latent-patch-2": {"interpolation": "latent", "patch_size": 2},
     "latent-gaussian-fold": {"interpolation": "latent", "fold_window": "gaussian"},
     "latent-residual": {"interpolation": "latent", "residual": True},
-    # Against the artifacts at alpha = 0: smaller patches, fewer amplified directions.
+    # Against the artifacts at alpha = 0: smaller patches, fewer amplified directions; and
+    # zero-shot where the patch vectors are short enough to estimate from one image.
     "gain-1.5-patch-2": {"max_gain": 1.5, "patch_size": 2},
     "gain-1.5-gaussian-fold": {"max_gain": 1.5, "fold_window": "gaussian"},
     "patch-1": {"patch_size": 1},
