@@ -116,7 +116,7 @@ def main() -> None:
         prior = NaturalPrior.load(args.output)
     else:
         prior = build(args.shared, autoencoder, args.batch_size)
-        prior.save(args.output)
+        prior.save(args.output, dtype=torch.float32)  # half the file; see NaturalPrior.save
         print(f"wrote {args.output}")
     if args.measure or args.measure_only:
         print(measure(args.shared, autoencoder, prior, args.batch_size))

@@ -80,6 +80,42 @@ def test_a_prior_survives_its_file_and_a_changed_byte_is_refused(tmp_path):
         NaturalPrior.load(path)
 
 
+def test_a_prior_file_holds_each_scatter_once_and_float32_only_rounds(tmp_path):
+    from safetensors.torch import load_file
+
+    prior = build_prior(photos(), "pixel", scales=[20], patch_sizes=[2])
+    prior.save(tmp_path / "64.safetensors")
+    prior.save(tmp_path / "32.safetensors", dtype=torch.float32)
+    stored = load_file(tmp_path / "64.safetensors")["s20.p2.scatter"]
+    assert stored.shape == (12 * 13 // 2,)  # the upper triangle of the 12 x 12 matrix
+    exact, rounded = (NaturalPrior.load(tmp_path / f"{n}.safetensors") for n in (64, 32))
+    assert exact.stats[(20, 2)] == prior.stats[(20, 2)]
+    got, want = rounded.stats[(20, 2)].scatter, prior.stats[(20, 2)].scatter
+    assert got.dtype == torch.float64 and torch.equal(got, got.T)
+    assert torch.allclose(got, want, rtol=1e-6, atol=0) and not torch.equal(got, want)
+    with pytest.raises(ValueError, match=r"dtype must be torch.float64 or torch.float32"):
+        prior.save(tmp_path / "16.safetensors", dtype=torch.float16)
+
+
+def test_a_prior_file_with_whole_scatter_matrices_still_loads(tmp_path):
+    from latent_ot.serialization import read_operator, write_operator
+
+    prior = build_prior(photos(), "pixel", scales=[20], patch_sizes=[1])
+    prior.save(tmp_path / "packed.safetensors")
+    tensors, metadata = read_operator(tmp_path / "packed.safetensors", expected_kind="NaturalPrior")
+    metadata = {
+        k: v for k, v in metadata.items() if k not in ("format_version", "latent_ot_version")
+    }
+    stats = prior.stats[(20, 1)]
+    tensors["s20.p1.scatter"] = stats.scatter  # as the files written before packing
+    write_operator(tmp_path / "whole.safetensors", tensors, metadata)
+    assert NaturalPrior.load(tmp_path / "whole.safetensors").stats[(20, 1)] == stats
+    tensors["s20.p1.scatter"] = stats.scatter.flatten()[:5]
+    write_operator(tmp_path / "short.safetensors", tensors, metadata)
+    with pytest.raises(OperatorFileError, match="holds 5 values; its mean has 3 entries, so 6"):
+        NaturalPrior.load(tmp_path / "short.safetensors")
+
+
 def test_the_scale_nearest_on_a_log_scale_is_picked():
     stats = GaussianStats.from_samples(torch.randn(10, 2, dtype=torch.float64))
     sides = {256: 200.0, 512: 400.0, 1024: 800.0}
