@@ -65,7 +65,8 @@ BASE_PARAMS: dict[str, Any] = {"vae": "taef2"}
 # Variant name -> LatentOTTransformer keyword arguments, on top of BASE_PARAMS (the command
 # line sets device and random_state). A new option is one line here.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},
+    "default": {},  # patch_size="auto": 1 for TAEF2
+    "patch-3": {"patch_size": 3},  # the default before patch_size="auto"
     # The paper's recipe, with TAEF2 for its SD VAE (not available offline).
     "paper": LatentOTTransformer.paper(vae="taef2").get_params(),
     "residual": {"residual": True},
@@ -83,7 +84,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # zero-shot where the patch vectors are short enough to estimate from one image.
     "gain-1.5-patch-2": {"max_gain": 1.5, "patch_size": 2},
     "gain-1.5-gaussian-fold": {"max_gain": 1.5, "fold_window": "gaussian"},
-    "patch-1": {"patch_size": 1},
+    "patch-1": {"patch_size": 1},  # what "auto" gives TAEF2
     "zero-shot-patch-1": {"zero_shot": True, "patch_size": 1},
 }
 # Variants that only make sense with some sources of natural statistics.

@@ -18,6 +18,7 @@ from latent_ot.autoencoders import MODELS_DIR_ENV
 from latent_ot.cli import build_parser, main, resolve_vae
 from latent_ot.exceptions import MetricSkippedWarning
 from latent_ot.metrics import evaluate
+from latent_ot.priors import NaturalPrior
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -340,7 +341,12 @@ def test_prior_then_fit_with_it_is_fitting_on_the_natural_images(
     prior = tmp_path / "natural.safetensors"
     args = ["prior", str(data / "natural"), "-o", str(prior), "--vae", "pixel", "--device", "cpu"]
     assert main([*args, "-q"]) == 0
-    assert str(prior) in capsys.readouterr().out and prior.is_file()
+    assert "patch sizes 1, 2, 3" in capsys.readouterr().out
+    assert NaturalPrior.load(prior).patch_sizes == (1, 2, 3)  # "auto" for any autoencoder
+    two = tmp_path / "two.safetensors"
+    assert main(["prior", str(data / "natural"), "-o", str(two), "--vae", "pixel", "-q",
+                 "--patch-size", "3", "2"]) == 0  # fmt: skip
+    assert NaturalPrior.load(two).patch_sizes == (2, 3)
 
     operator_path = tmp_path / "op.safetensors"
     fit = ["fit", "--restored", str(data / "restored"), "--prior", str(prior), "--vae", "pixel"]

@@ -125,7 +125,8 @@ def patch_stats(autoencoder, images, patch_size: int) -> GaussianStats:
 
 
 @pytest.mark.slow
-def test_taef2_transport_closes_the_gap_to_natural_statistics(shared_dir):
+@pytest.mark.parametrize(("patch_size", "resolved"), [("auto", 1), (3, 3)])
+def test_taef2_transport_closes_the_gap_to_natural_statistics(shared_dir, patch_size, resolved):
     paths = sorted((shared_dir / "images" / "CBSD68").glob("*.png"))
     clean = [center_crop(path) for path in paths[:26]]
     restored_train = [nlm_restored(image, seed) for seed, image in enumerate(clean[:10])]
@@ -133,16 +134,19 @@ def test_taef2_transport_closes_the_gap_to_natural_statistics(shared_dir):
     held_out_clean = clean[20:26]
     held_out = [nlm_restored(image, 100 + seed) for seed, image in enumerate(held_out_clean)]
 
-    dot = LatentOTTransformer(vae=shared_dir / "weights" / "taef2", device="cpu", random_state=0)
+    dot = LatentOTTransformer(
+        vae=shared_dir / "weights" / "taef2", patch_size=patch_size, device="cpu", random_state=0
+    )
     dot.fit(restored_train, natural_train)
     transported = dot.transform(held_out)
     assert [t.shape for t in transported] == [h.shape for h in held_out]
+    assert dot.patch_size_ == resolved  # "auto" is 1 for TAEF2's 32 channels
 
     autoencoder = load_autoencoder(shared_dir / "weights" / "taef2")
     target = dot.natural_stats_
 
     def distance(images) -> float:
-        stats = patch_stats(autoencoder, images, dot.patch_size)
+        stats = patch_stats(autoencoder, images, dot.patch_size_)
         return float(w2_distance(stats.mean, stats.covariance, target.mean, target.covariance))
 
     before, after, floor = distance(held_out), distance(transported), distance(held_out_clean)
@@ -297,7 +301,8 @@ def test_an_autoencoder_instance_is_pickled_with_its_weights(tiny_kl_model, tmp_
 def test_clone_params_pipeline_and_not_fitted(pixel_fit):
     dot, restored = pixel_fit
     params = dot.get_params()
-    assert params["vae"] == "pixel" and params["patch_size"] == 3
+    assert params["vae"] == "pixel" and params["patch_size"] == "auto"
+    assert dot.patch_size_ == 3 and dot.patch_dim_ == 27  # "auto" for 3 channels
     copy = clone(dot).set_params(patch_size=2, alpha=0.25)
     assert copy.patch_size == 2 and copy.alpha == 0.25 and not hasattr(copy, "gaussian_ot_")
     with pytest.raises(NotFittedError):
@@ -372,6 +377,8 @@ def test_bad_input_names_the_argument(pixel_fit, tiny_models_dir, tmp_path):
         kl.fit([np.zeros((4, 4, 3))], natural)
     with pytest.raises(ValueError, match="patch_size must be an int"):
         LatentOTTransformer(vae="pixel", patch_size=0).fit(restored, natural)
+    with pytest.raises(ValueError, match="patch_size must be an int >= 1 or 'auto', got 'big'"):
+        LatentOTTransformer(vae="pixel", patch_size="big").fit(restored, natural)
     with pytest.raises(ValueError, match="alpha must be a finite"):
         dot.interpolate(float("nan"))
 
@@ -384,8 +391,14 @@ def test_a_fitted_operator_refuses_another_autoencoder(pixel_fit, tiny_models_di
         match=r"vae: .*3 channels and factor 1.*4 channels and factor 2",
     ):
         dot.transform(restored[0])
+    dot.set_params(vae="pixel", patch_size=3)  # what "auto" resolved to: the same operator
+    assert np.array_equal(
+        dot.transform(restored[0]), dot.set_params(patch_size="auto").transform(restored[0])
+    )
     dot.set_params(vae="pixel", patch_size=5)
-    with pytest.raises(IncompatibleAutoencoderError, match="patch_size"):
+    with pytest.raises(
+        IncompatibleAutoencoderError, match=r"patch_size: .*patches of side 3.*patch_size=5 gives 5"
+    ):
         dot.transform(restored[0])
 
 
@@ -397,6 +410,7 @@ def test_save_and_load_a_safe_operator_file(hub_id_fit, tmp_path, tiny_kl_model)
     assert np.array_equal(loaded.transform(image), hub_id_fit.transform(image))
     assert loaded.restored_stats_ == hub_id_fit.restored_stats_
     assert loaded.n_images_natural_ == hub_id_fit.n_images_natural_
+    assert loaded.patch_size_ == hub_id_fit.patch_size_ == 3  # "auto" for 4 channels
     with pytest.raises(OperatorFileError, match="GaussianOTTransformer"):
         GaussianOTTransformer.load(tmp_path / "dot.safetensors")
     by_instance = LatentOTTransformer(vae=tiny_kl_model).fit([image], [image])

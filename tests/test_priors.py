@@ -161,7 +161,7 @@ def test_fit_without_natural_images_transports_to_the_priors_statistics(tmp_path
     ).fit(restored)
     assert by_hand.prior_scale_ == 16
     assert by_hand.gaussian_ot_.target_stats_ == prior.stats[(16, 1)]
-    with pytest.raises(TypeError, match="prior_scale must be an int >= 1, got str 'big'"):
+    with pytest.raises(ValueError, match="prior_scale must be an int >= 1 or 'auto', got 'big'"):
         LatentOTTransformer(vae="pixel", prior_scale="big").fit(restored)
     # A pipeline passes y=None: the prior again.
     pipeline = Pipeline([("dot", dot)]).fit(restored)
@@ -226,8 +226,10 @@ def test_the_builtin_prior_transports_as_well_as_ten_natural_photos(shared_dir):
     reference = [read(shared_dir / "images" / "Set14" / f"{n}.png") for n in HELD_OUT_NATURAL]
     taef2 = load_autoencoder("taef2")
 
-    with_natural = LatentOTTransformer(vae=taef2).fit(fit_restored, natural)
-    with_prior = LatentOTTransformer(vae=taef2).fit(fit_restored)
+    # Patch size 3, as latent_w2 measures: a patch-1 map matches single latent pixels only,
+    # which this mildly denoised set already nearly has (W2 6.20 after, 6.15 before).
+    with_natural = LatentOTTransformer(vae=taef2, patch_size=3).fit(fit_restored, natural)
+    with_prior = LatentOTTransformer(vae=taef2, patch_size=3).fit(fit_restored)
     assert with_prior.prior_scale_ == 512  # 481 x 321 px images
     w2_natural = latent_w2(with_natural.transform(held_out), reference, taef2)
     w2_prior = latent_w2(with_prior.transform(held_out), reference, taef2)

@@ -70,7 +70,7 @@ def add_parser(commands) -> None:
         "prior; never the clean versions of the restored photos, which would make it paired",
     )
     _add_photo_options(parser)
-    add_sweep_options(parser, seed=0, vae=DEFAULT_VAE, patch_size=True)
+    add_sweep_options(parser, seed=0, vae=DEFAULT_VAE, patch_size="auto")
 
 
 def _add_photo_options(parser) -> None:
@@ -137,7 +137,7 @@ def run(args, console: Console) -> int:
     metrics = Metrics(
         args.metrics,
         autoencoder=autoencoder_for_metrics(args.metrics, autoencoder, args),
-        patch_size=args.patch_size,
+        patch_size=operator.patch_size_,
         device=args.device,
         seed=args.seed,
         console=console,

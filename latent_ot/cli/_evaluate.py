@@ -41,7 +41,7 @@ def add_parser(commands) -> None:
     )
     add_metrics_option(parser)
     add_autoencoder_options(
-        parser, vae=DEFAULT_VAE, patch_size=True, purpose="the autoencoder of latent_w2: "
+        parser, vae=DEFAULT_VAE, patch_size=3, purpose="the autoencoder of latent_w2: "
     )
 
 

@@ -68,7 +68,7 @@ def add_parser(commands) -> None:
         help="weights of overlapping patches when folded back (default: %(default)s)",
     )
     add_seed(parser, default=0)
-    add_autoencoder_options(parser, vae=DEFAULT_VAE, patch_size=True)
+    add_autoencoder_options(parser, vae=DEFAULT_VAE, patch_size="auto")
 
 
 def run(args, console: Console) -> int:
@@ -93,7 +93,7 @@ def run(args, console: Console) -> int:
         source = f"{operator.n_images_natural_} natural images"
     console.result(
         f"wrote {args.output}: fitted on {operator.n_images_restored_} restored images and "
-        f"{source} with {operator.vae} (patch size {operator.patch_size}); latent W2 between "
+        f"{source} with {operator.vae} (patch size {operator.patch_size_}); latent W2 between "
         f"them: {operator.w2_:.4g}"
     )
     return 0

@@ -32,6 +32,7 @@ __all__ = [
     "attach_dash_values",
     "command",
     "integer",
+    "integer_or_auto",
     "metric_names",
     "parse_alphas",
     "parse_shard",
@@ -93,17 +94,30 @@ def add_output_options(parser, default: Any) -> None:
 
 
 def add_autoencoder_options(
-    parser, *, vae: str | None, patch_size: bool, purpose: str = ""
+    parser, *, vae: str | None, patch_size: int | str | None, purpose: str = ""
 ) -> None:
-    """``--vae`` (default ``vae``; None: the operator's), ``--device``, ``--batch-size``, ...."""
+    """``--vae`` (default ``vae``; None: the operator's), ``--device``, ``--batch-size``, ....
+
+    ``--patch-size`` defaults to ``patch_size`` (``"auto"`` also accepts ``auto``); None
+    leaves it out.
+    """
     group = parser.add_argument_group("autoencoder and device")
     if vae is None:
         vae_help = "use another copy of the operator's autoencoder (same latent space)"
     else:
         vae_help = f"{purpose}{VAE_CHOICE} (default: %(default)s)"
     group.add_argument("--vae", default=vae, metavar="NAME|DIR", help=vae_help)
-    if patch_size:
-        _add_count(group, "--patch-size", "P", 3, "side of the latent patches")
+    if patch_size == "auto":
+        group.add_argument(
+            "--patch-size",
+            type=integer_or_auto("P"),
+            default="auto",
+            metavar="P|auto",
+            help="side of the latent patches; 'auto': 1 for latents of 16 channels or more "
+            "(TAEF2), 3 below (default: %(default)s)",
+        )
+    elif patch_size is not None:
+        _add_count(group, "--patch-size", "P", patch_size, "side of the latent patches")
     group.add_argument(
         "--device",
         default="auto",
@@ -129,7 +143,9 @@ def _add_count(group, flag: str, metavar: str, default: int, help_text: str) -> 
     )
 
 
-def add_sweep_options(parser, *, seed: int | None, vae: str | None, patch_size: bool) -> None:
+def add_sweep_options(
+    parser, *, seed: int | None, vae: str | None, patch_size: int | str | None
+) -> None:
     """The options of the commands that sweep alpha and measure: alphas, metrics, seed and
     the autoencoder's."""
     add_alphas_option(parser)
@@ -239,6 +255,29 @@ def integer(name: str, minimum: int, maximum: int | None = None) -> Callable[[st
         if maximum is not None:
             _checked(lambda: check_real(value, name, low=minimum, high=maximum))
         return value
+
+    return parse
+
+
+def integer_or_auto(name: str) -> Callable[[str], int | str]:
+    """The type of an option that takes ``auto`` or an integer from 1 on.
+
+    Examples
+    --------
+    >>> integer_or_auto("P")("auto"), integer_or_auto("P")("2")
+    ('auto', 2)
+    >>> integer_or_auto("P")("big")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: P must be 'auto' or an int >= 1, got 'big'
+    """
+
+    def parse(text: str) -> int | str:
+        if text == "auto":
+            return text
+        if not text.strip().isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be 'auto' or an int >= 1, got {text!r}")
+        return int(text)
 
     return parse
 

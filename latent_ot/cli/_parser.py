@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     --------
     >>> args = build_parser().parse_args(["fit", "--restored", "out/", "-o", "op.safetensors"])
     >>> args.vae, args.natural, args.prior, args.patch_size
-    ('taef2', None, None, 3)
+    ('taef2', None, None, 'auto')
     """
     parser = argparse.ArgumentParser(
         prog="latent-ot",

@@ -55,7 +55,16 @@ def add_parser(commands) -> None:
         help="long sides, in pixels, the photos are resized to, one set of statistics each; fit "
         "uses the one nearest to the size of the restored images (default: the photos' own)",
     )
-    add_autoencoder_options(parser, vae=DEFAULT_VAE, patch_size=True)
+    parser.add_argument(
+        "--patch-size",
+        nargs="+",
+        type=integer("P", 1),
+        default=[1, 2, 3],
+        metavar="P",
+        help="sides of the latent patches to keep statistics for; fit needs the one it uses "
+        "(default: 1 2 3, which holds what patch size 'auto' picks for any autoencoder)",
+    )
+    add_autoencoder_options(parser, vae=DEFAULT_VAE, patch_size=None)
 
 
 def run(args, console: Console) -> int:
@@ -66,16 +75,18 @@ def run(args, console: Console) -> int:
         images,
         vae,
         scales=args.scales,
-        patch_sizes=(args.patch_size,),
+        patch_sizes=args.patch_size,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
         verbose=not args.quiet,
     )
     prior.save(args.output)
+    sizes = ", ".join(map(str, prior.patch_sizes))
+    scales = ", ".join(map(str, prior.scales))
     console.result(
         f"wrote {args.output}: natural-image prior of {len(images)} images with {vae} (patch "
-        f"size {args.patch_size}, scales {', '.join(map(str, prior.scales))} px); use it with "
+        f"sizes {sizes}, scales {scales} px); use it with "
         f"'latent-ot fit --prior {args.output} --vae {vae}'"
     )
     return 0

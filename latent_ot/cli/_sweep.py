@@ -53,7 +53,7 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output directory"
     )
-    add_sweep_options(parser, seed=None, vae=None, patch_size=False)
+    add_sweep_options(parser, seed=None, vae=None, patch_size=None)
 
 
 def run(args, console: Console) -> int:
@@ -73,7 +73,7 @@ def run(args, console: Console) -> int:
     metrics = Metrics(
         args.metrics,
         autoencoder=autoencoder_for_metrics(args.metrics, operator.vae, args),
-        patch_size=operator.patch_size,
+        patch_size=operator.patch_size_,
         device=args.device,
         seed=args.seed if args.seed is not None else 0,
         console=console,

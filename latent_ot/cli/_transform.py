@@ -65,7 +65,7 @@ def add_parser(commands) -> None:
         ),
     )
     add_seed(parser, default=None)
-    add_autoencoder_options(parser, vae=None, patch_size=False)
+    add_autoencoder_options(parser, vae=None, patch_size=None)
 
 
 def run(args, console: Console) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ._common import json_params, stats_from, stats_tensors
@@ -38,6 +39,7 @@ def restore_operator(operator: Any, tensors: dict, metadata: dict) -> Any:
     operator.latent_channels_ = metadata["latent_channels"]
     operator.factor_ = metadata["factor"]
     operator.patch_dim_ = metadata["patch_dim"]
+    operator.patch_size_ = math.isqrt(operator.patch_dim_ // operator.latent_channels_)
     operator.restored_stats_ = stats_from(tensors, "restored", counts["restored"])
     operator.natural_stats_ = stats_from(tensors, "natural", counts["natural"])
     operator.n_images_restored_ = counts["restored_images"]

@@ -25,6 +25,7 @@ from ..patches import patch_dim
 from ..priors import NaturalPrior, has_builtin_prior, load_prior, restored_image_side
 from ..stats import GaussianStats
 from ._common import make_generator
+from ._latent_checks import resolve_patch_size
 from .gaussian_transport import GaussianOTTransformer
 
 
@@ -64,7 +65,8 @@ class LatentFitMixin:
         device = resolve_device(self.device)
         self.latent_channels_ = autoencoder.latent_channels
         self.factor_ = autoencoder.factor
-        self.patch_dim_ = patch_dim(self.latent_channels_, self.patch_size)
+        self.patch_size_ = resolve_patch_size(self.patch_size, self.latent_channels_)
+        self.patch_dim_ = patch_dim(self.latent_channels_, self.patch_size_)
         self.restored_stats_ = GaussianStats(self.patch_dim_, device=device)
         self.natural_stats_ = GaussianStats(self.patch_dim_, device=device)
         self.n_images_restored_ = 0
@@ -107,7 +109,7 @@ class LatentFitMixin:
         return latent_patch_stats(
             images,
             autoencoder,
-            self.patch_size,
+            self.patch_size_,
             batch_size=self.batch_size,
             chunk_size=self.patch_chunk_size,
             device=resolve_device(self.device),
@@ -146,11 +148,11 @@ class LatentFitMixin:
         if self.n_images_natural_ > 0 or self.restored_stats_.count == 0 or no_prior:
             return self.natural_stats_
         side = restored_image_side(
-            self.restored_stats_.count, self.n_images_restored_, self.patch_size, self.factor_
+            self.restored_stats_.count, self.n_images_restored_, self.patch_size_, self.factor_
         )
         scale = None if self.prior_scale == "auto" else self.prior_scale
         stats, self.prior_scale_ = self._natural_prior(self._autoencoder()).select(
-            self.patch_size, side, scale=scale
+            self.patch_size_, side, scale=scale
         )
         return stats.to(self.restored_stats_.device)
 
@@ -162,7 +164,8 @@ class LatentFitMixin:
         if cached is None or cached[0] != key:
             prior = load_prior(self.prior, autoencoder.name)
             prior.check_matches(autoencoder.latent_channels, autoencoder.factor, autoencoder.name)
-            prior.select(self.patch_size, 1.0)  # a patch size the prior lacks fails here
+            # a patch size the prior lacks fails here, before any encoding
+            prior.select(resolve_patch_size(self.patch_size, autoencoder.latent_channels), 1.0)
             self._prior_cache = (key, prior)
         return self._prior_cache[1]
 

@@ -75,8 +75,10 @@ class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
         Which scale of the prior: ``"auto"`` picks the one nearest to the size of the
         restored images; an int, the one nearest to that long side in pixels. Give the size
         of the source photos when the restored images are crops of larger ones.
-    patch_size : int, default=3
+    patch_size : int or "auto", default="auto"
         Side ``p`` of the latent patches; the statistics have dimension ``C * p * p``.
+        ``"auto"`` is 1 for latents of 16 channels or more (TAEF2) and 3 below (the SD VAE,
+        ``"pixel"``), the choice of the quality benchmark (see :ref:`choosing-patch-size`).
     alpha : float, default=0.0
         ``0`` gives the transported images (most realistic), ``1`` returns the inputs
         unchanged; values outside ``[0, 1]`` extrapolate.
@@ -143,9 +145,11 @@ class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
         2-Wasserstein distance between the fitted restored and natural patch Gaussians.
     n_images_restored_, n_images_natural_ : int
         Images seen on each side.
-    latent_channels_, factor_, patch_dim_ : int
-        Latent channels and downsampling factor of the autoencoder used in ``fit``, and the
-        patch vector length ``latent_channels_ * patch_size ** 2``.
+    latent_channels_, factor_ : int
+        Latent channels and downsampling factor of the autoencoder used in ``fit``.
+    patch_size_, patch_dim_ : int
+        The patch side fitted (``patch_size`` with ``"auto"`` resolved) and the patch vector
+        length ``latent_channels_ * patch_size_ ** 2``.
     prior_scale_ : int or None
         The scale (long side, px) of the prior used as the natural side; None when natural
         images were given.
@@ -180,7 +184,7 @@ class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
         *,
         prior="builtin",
         prior_scale="auto",
-        patch_size=3,
+        patch_size="auto",
         alpha=0.0,
         stochastic="auto",
         fold_window="uniform",
@@ -365,7 +369,7 @@ class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
         check_compatible(self, autoencoder)
         map_for = self._map_for(make_generator(self.random_state, autoencoder.device))
         options = {
-            "patch_size": self.patch_size,
+            "patch_size": self.patch_size_,
             "fold_window": self.fold_window,
             "chunk_size": self.patch_chunk_size,
             "residual": self.residual,
@@ -395,7 +399,7 @@ class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
             return lambda latents: partial(self.gaussian_ot_.transport_tensor, generator=generator)
 
         def fitted_on(latents: torch.Tensor):
-            source = patch_stats(latents, self.patch_size, chunk_size=self.patch_chunk_size)
+            source = patch_stats(latents, self.patch_size_, chunk_size=self.patch_chunk_size)
             own = clone(self.gaussian_ot_).fit_stats(source, self.gaussian_ot_.target_stats_)
             return partial(own.transport_tensor, generator=generator)
 
