@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import copy
 import os
-from functools import partial
 from typing import Any
 
-import torch
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..distributed import synchronizing
-from ..encoding import (
-    DEFAULT_PATCH_CHUNK_SIZE,
-    image_batches,
-    name_of,
-    patch_stats,
-    stack_pixels,
-)
+from ..encoding import DEFAULT_PATCH_CHUNK_SIZE
 from ..io import ImageSource
 from ..memory import reusing_freed_memory
 from ..serialization import read_operator, write_operator
-from ..transport import sweep_images
-from ._common import (
-    check_alpha,
-    make_generator,
-)
+from ._common import check_alpha
 from ._latent_checks import check_compatible, check_mergeable, check_params
 from ._latent_files import operator_file_state, restore_operator
 from ._latent_fitting import LatentFitMixin
+from ._latent_transforming import LatentTransformMixin
 
 __all__ = ["PAPER_RECIPE", "LatentOTTransformer"]
 
@@ -48,7 +37,7 @@ PAPER_RECIPE = {
 """The parameters of the paper's recipe (:meth:`LatentOTTransformer.paper`)."""
 
 
-class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
+class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin, BaseEstimator):
     """Deep Optimal Transport: make restored images look natural, from a dozen examples.
 
     ``fit`` encodes a set of restored images (outputs of any restoration model) and a set of
@@ -363,47 +352,6 @@ class LatentOTTransformer(LatentFitMixin, TransformerMixin, BaseEstimator):
         else:
             self._transport_all(source, alphas, outputs)
         return [source.collect([per_alpha[i] for i in sorted(per_alpha)]) for per_alpha in outputs]
-
-    def _transport_all(self, source: ImageSource, alphas: list[float], outputs) -> None:
-        autoencoder = self._autoencoder()
-        check_compatible(self, autoencoder)
-        map_for = self._map_for(make_generator(self.random_state, autoencoder.device))
-        options = {
-            "patch_size": self.patch_size_,
-            "fold_window": self.fold_window,
-            "chunk_size": self.patch_chunk_size,
-            "residual": self.residual,
-            "interpolation": self.interpolation,
-            "per_image": self.zero_shot,
-            "generator": self._latent_generator(autoencoder),
-        }
-        batches = image_batches(source, self.batch_size, verbose=self.verbose, desc="transporting")
-        with reusing_freed_memory(autoencoder):
-            for group in batches:
-                originals = stack_pixels(group, autoencoder.device)
-                images = sweep_images(
-                    originals, autoencoder, map_for, alphas, name=name_of(group), **options
-                )
-                for per_alpha, batch in zip(outputs, images, strict=True):
-                    for k, (index, item) in enumerate(group):
-                        # alpha = 1 gives the inputs themselves, bit for bit
-                        per_alpha[index] = (
-                            item.original() if batch is None else item.to_output(batch[k])
-                        )
-
-    def _map_for(self, generator: torch.Generator):
-        """The patch map for given latents: the fitted one, or with ``zero_shot`` one fitted
-        from the image's own patches to the fitted natural statistics (the fit is not
-        changed)."""
-        if not self.zero_shot:
-            return lambda latents: partial(self.gaussian_ot_.transport_tensor, generator=generator)
-
-        def fitted_on(latents: torch.Tensor):
-            source = patch_stats(latents, self.patch_size_, chunk_size=self.patch_chunk_size)
-            own = clone(self.gaussian_ot_).fit_stats(source, self.gaussian_ot_.target_stats_)
-            return partial(own.transport_tensor, generator=generator)
-
-        return fitted_on
 
     def interpolate(self, alpha: float) -> LatentOTTransformer:
         """A fitted copy with another ``alpha``; shares the loaded autoencoder, no refit.
