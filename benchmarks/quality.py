@@ -86,6 +86,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gain-1.5-gaussian-fold": {"max_gain": 1.5, "fold_window": "gaussian"},
     "patch-1": {"patch_size": 1},  # what "auto" gives TAEF2
     "zero-shot-patch-1": {"zero_shot": True, "patch_size": 1},
+    # The stochastic map with the source's weak directions (eigenvalues under rtol times the
+    # largest) cut: their target variance comes as fresh noise instead of amplified content.
+    "stochastic-rtol-0.05": {"stochastic": "always", "rtol": 0.05},
+    "stochastic-rtol-0.1": {"stochastic": "always", "rtol": 0.1},
+    "patch-3-stochastic-rtol-0.01": {"patch_size": 3, "stochastic": "always", "rtol": 0.01},
 }
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}

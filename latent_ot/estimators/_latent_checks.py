@@ -1,4 +1,5 @@
-"""The checks of a LatentOTTransformer: its parameters, and its autoencoder against its fit."""
+"""The checks of a LatentOTTransformer: its parameters (and what ``patch_size="auto"`` means),
+and its autoencoder against its fit."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from ..gaussian import STOCHASTIC_MODES
 from ..transport import FOLD_WINDOWS, INTERPOLATIONS
 from ..validation import check_bool, check_choice, check_int
 from ._common import check_alpha, check_rtol
+
+AUTO_PATCH_MIN_CHANNELS = 16
+"""From this many latent channels on, ``patch_size="auto"`` is 1; below, 3."""
 
 
 def check_params(operator: Any) -> None:
@@ -38,10 +42,6 @@ def _check_int_or_auto(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be an int >= 1 or 'auto', got {value!r}")
     if not _is_auto(value):
         check_int(value, name)
-
-
-AUTO_PATCH_MIN_CHANNELS = 16
-"""From this many latent channels on, ``patch_size="auto"`` is 1; below, 3."""
 
 
 def resolve_patch_size(patch_size: Any, latent_channels: int) -> int:
