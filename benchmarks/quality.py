@@ -91,6 +91,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "stochastic-rtol-0.05": {"stochastic": "always", "rtol": 0.05},
     "stochastic-rtol-0.1": {"stochastic": "always", "rtol": 0.1},
     "patch-3-stochastic-rtol-0.01": {"patch_size": 3, "stochastic": "always", "rtol": 0.01},
+    # The same cut with stochastic="auto": the stochastic map only where a direction is cut.
+    "rtol-0.02": {"rtol": 0.02},
+    "rtol-0.03": {"rtol": 0.03},
+    "rtol-0.05": {"rtol": 0.05},
 }
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}

@@ -378,7 +378,7 @@ def fit_gaussian_map(
         raise ValueError(
             "stochastic='never' but the source covariance is singular (smallest eigenvalue "
             "below rtol * largest), so no deterministic transport map exists; use "
-            "stochastic='auto' or add samples"
+            "stochastic='auto', a smaller rtol, or more samples"
         )
     if stochastic == "always" or (stochastic == "auto" and singular):
         matrix, noise_cov = stochastic_transport(cov_source, cov_target, rtol)

@@ -168,3 +168,32 @@ def test_options_survive_a_file_round_trip(tmp_path):
     loaded = LatentOTTransformer.load(tmp_path / "op.safetensors")
     assert {name: loaded.get_params()[name] for name in params} == params
     assert np.array_equal(loaded.transform(test), dot.transform(test))
+
+
+def test_auto_rtol_draws_the_weak_directions_as_noise_with_single_pixel_patches():
+    # Grey restored images: their colours vary along R = G = B, and by 1 % across it, so with
+    # patches of one pixel two of the three directions fall under rtol="auto" (0.05).
+    rng = np.random.default_rng(4)
+    grey = [0.2 + 0.6 * rng.random((40, 40, 1)) for _ in range(4)]
+    restored = [np.clip(g + 0.01 * rng.standard_normal((40, 40, 3)), 0, 1) for g in grey]
+    natural = [0.2 + 0.6 * rng.random((40, 40, 3)) for _ in range(4)]
+    fitted = {
+        rtol: LatentOTTransformer(vae="pixel", patch_size=1, rtol=rtol, random_state=0).fit(
+            restored, natural
+        )
+        for rtol in ("auto", None)
+    }
+    auto, plain = fitted["auto"].gaussian_ot_, fitted[None].gaussian_ot_
+    assert auto.rtol == 0.05 and plain.rtol is None
+    assert auto.noise_cov_ is not None and plain.noise_cov_ is None
+    # The plain map amplifies the 1 % residue some 20 times; the stochastic one leaves it out.
+    assert np.abs(np.linalg.eigvals(plain.transport_matrix_)).max() > 15
+    assert np.abs(np.linalg.eigvals(auto.transport_matrix_)).max() < 2
+    # Either way the outputs take the natural colour covariance (the noise supplies it).
+    target = np.cov(np.concatenate([n.reshape(-1, 3) for n in natural]).T)
+    for operator in fitted.values():
+        out = np.concatenate([o.reshape(-1, 3) for o in operator.transform(restored)])
+        assert np.linalg.norm(np.cov(out.T) - target) < 0.05 * np.linalg.norm(target)
+    # Larger patches keep the paper's plain map: the fold would average the noise away.
+    assert LatentOTTransformer(vae="pixel").fit(restored, natural).gaussian_ot_.rtol is None
+    assert LatentOTTransformer.paper().rtol is None

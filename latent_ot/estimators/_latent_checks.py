@@ -14,14 +14,20 @@ from ..validation import check_bool, check_choice, check_int
 from ._common import check_alpha, check_rtol
 
 AUTO_PATCH_MIN_CHANNELS = 16
-"""From this many latent channels on, ``patch_size="auto"`` is 1; below, 3."""
+"""From this many latent channels on (TAEF2's 32), ``patch_size="auto"`` is 1."""
+
+AUTO_RTOL = 0.05
+"""What ``rtol="auto"`` is with patches of one latent pixel."""
 
 
 def check_params(operator: Any) -> None:
     """Raise on the first parameter of ``operator`` that is not valid, naming it."""
     check_alpha(operator.alpha)
     check_choice(operator.stochastic, "stochastic", STOCHASTIC_MODES)
-    check_rtol(operator.rtol)
+    if isinstance(operator.rtol, str) and not _is_auto(operator.rtol):
+        raise ValueError(f"rtol must be a number in [0, 1), 'auto' or None, got {operator.rtol!r}")
+    if not _is_auto(operator.rtol):
+        check_rtol(operator.rtol)
     _check_int_or_auto(operator.patch_size, "patch_size")
     check_int(operator.batch_size, "batch_size")
     check_int(operator.patch_chunk_size, "patch_chunk_size")
@@ -47,14 +53,31 @@ def _check_int_or_auto(value: Any, name: str) -> None:
 def resolve_patch_size(patch_size: Any, latent_channels: int) -> int:
     """The patch side ``patch_size`` means for latents of ``latent_channels`` channels.
 
-    ``"auto"`` is 1 for latents of 16 channels or more (TAEF2's 32: single latent pixels
-    already carry 32 statistics, and in the quality benchmark patch size 1 lost less PSNR
-    and left fewer artifacts than 3) and 3 below (the paper's, for the SD VAE's 4 channels,
-    whose single pixels carry too little).
+    ``"auto"`` is 1 for rich latents (TAEF2's 32 channels: single latent pixels already
+    carry 32 statistics, and in the quality benchmark patch size 1 lost less PSNR and left
+    fewer artifacts than 3) and 3 below (the paper's, for the SD VAE's 4 channels, whose
+    single pixels carry too little).
     """
     if _is_auto(patch_size):
         return 1 if latent_channels >= AUTO_PATCH_MIN_CHANNELS else 3
     return check_int(patch_size, "patch_size")
+
+
+def resolve_rtol(rtol: Any, patch_size: int | None) -> float | None:
+    """The eigenvalue tolerance ``rtol`` means for patches of side ``patch_size``.
+
+    ``"auto"`` is :data:`AUTO_RTOL` for single-pixel patches (``patch_size_ == 1``, what
+    ``"auto"`` gives TAEF2): the directions in which the restored latents vary less than
+    that fraction of their largest variance are left out of the map, and their natural
+    variance is drawn as noise (the stochastic map) instead of amplifying what little the
+    restorer left there; in the quality benchmark that removed the stair-stepped edges of
+    super-resolution. For larger patches (and before a fit, ``None``) it is None, the
+    paper's plain map: the fold averages the noise of overlapping patches, which would take
+    most of its variance away.
+    """
+    if _is_auto(rtol):
+        return AUTO_RTOL if patch_size == 1 else None
+    return check_rtol(rtol)
 
 
 def check_compatible(operator: Any, autoencoder: Any) -> None:

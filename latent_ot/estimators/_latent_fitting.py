@@ -25,7 +25,7 @@ from ..patches import patch_dim
 from ..priors import NaturalPrior, has_builtin_prior, load_prior, restored_image_side
 from ..stats import GaussianStats
 from ._common import make_generator
-from ._latent_checks import resolve_patch_size
+from ._latent_checks import resolve_patch_size, resolve_rtol
 from .gaussian_transport import GaussianOTTransformer
 
 
@@ -131,7 +131,7 @@ class LatentFitMixin:
         """The unfitted Gaussian transport this operator's parameters describe."""
         return GaussianOTTransformer(
             stochastic=self.stochastic,
-            rtol=self.rtol,
+            rtol=resolve_rtol(self.rtol, getattr(self, "patch_size_", None)),
             shrinkage=self.shrinkage,
             max_gain=self.max_gain,
             random_state=self.random_state,

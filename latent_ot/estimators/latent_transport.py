@@ -33,6 +33,7 @@ PAPER_RECIPE = {
     "residual": False,
     "interpolation": "pixel",
     "zero_shot": False,
+    "rtol": None,
 }
 """The parameters of the paper's recipe (:meth:`LatentOTTransformer.paper`)."""
 
@@ -73,7 +74,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         unchanged; values outside ``[0, 1]`` extrapolate.
     stochastic : {"auto", "never", "always"}, default="auto"
         When to use the stochastic map (noise per patch) instead of the deterministic one;
-        ``"auto"``: only when the restored patches' covariance is singular.
+        ``"auto"``: only when the restored patches' covariance is singular (see ``rtol``).
     fold_window : {"uniform", "gaussian"}, default="uniform"
         Weights of a patch's pixels when overlapping patches are averaged back.
     device : str or torch.device, default="auto"
@@ -95,9 +96,15 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         overlapping tiles, which bounds memory (see
         :meth:`latent_ot.autoencoders.Autoencoder.set_tiling`); ``"auto"`` is 512 on CPU and
         1024 on CUDA, None never tiles.
-    rtol : float, default=None
+    rtol : float, "auto" or None, default="auto"
         Relative eigenvalue tolerance deciding singularity (see
-        :class:`GaussianOTTransformer`).
+        :class:`GaussianOTTransformer`): directions in which the restored patches vary less
+        than ``rtol`` times their largest variance count as absent, and with
+        ``stochastic="auto"`` their natural variance is drawn as noise (seeded by
+        ``random_state``) instead of amplified. ``"auto"`` is 0.05 for patches of one latent
+        pixel (``patch_size_ == 1``, TAEF2's default), where the quality benchmark chose it,
+        and None (``d * eps``, the paper's) for larger ones, whose fold would average the
+        noise away.
     shrinkage : float or "oas", default=0.0
         Shrink the restored patches' covariance toward the scaled identity before the map is
         fitted (see :class:`GaussianOTTransformer`); ``0`` is the paper's plain map.
@@ -183,7 +190,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         sample_latent=False,
         patch_chunk_size=DEFAULT_PATCH_CHUNK_SIZE,
         tile_size="auto",
-        rtol=None,
+        rtol="auto",
         shrinkage=0.0,
         max_gain=None,
         residual=False,
