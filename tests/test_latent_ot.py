@@ -289,6 +289,12 @@ def test_joblib_round_trip_stores_how_to_load_the_autoencoder_not_its_weights(hu
     assert (tmp_path / "dot.joblib").stat().st_size < 200_000  # statistics, no weights
     loaded = joblib.load(tmp_path / "dot.joblib")
     assert np.array_equal(loaded.transform(image), expected)
+    # A pickle from before patch_size_ existed (patch_size=3 then) loads with it restored.
+    old = LatentOTTransformer.__new__(LatentOTTransformer)
+    state = hub_id_fit.__getstate__()
+    del state["patch_size_"]
+    old.__setstate__(state)
+    assert old.patch_size_ == 3 and np.array_equal(old.transform(image), expected)
 
 
 def test_an_autoencoder_instance_is_pickled_with_its_weights(tiny_kl_model, tmp_path):

@@ -39,7 +39,7 @@ def restore_operator(operator: Any, tensors: dict, metadata: dict) -> Any:
     operator.latent_channels_ = metadata["latent_channels"]
     operator.factor_ = metadata["factor"]
     operator.patch_dim_ = metadata["patch_dim"]
-    operator.patch_size_ = math.isqrt(operator.patch_dim_ // operator.latent_channels_)
+    operator.patch_size_ = fitted_patch_size(operator.patch_dim_, operator.latent_channels_)
     operator.restored_stats_ = stats_from(tensors, "restored", counts["restored"])
     operator.natural_stats_ = stats_from(tensors, "natural", counts["natural"])
     operator.n_images_restored_ = counts["restored_images"]
@@ -49,3 +49,8 @@ def restore_operator(operator: Any, tensors: dict, metadata: dict) -> Any:
     operator.gaussian_ot_.restore_file_state(tensors, metadata["transport"], _TRANSPORT)
     operator.w2_ = operator.gaussian_ot_.w2_
     return operator
+
+
+def fitted_patch_size(patch_dim: int, latent_channels: int) -> int:
+    """The patch side of patch vectors of length ``patch_dim = latent_channels * side ** 2``."""
+    return math.isqrt(patch_dim // latent_channels)

@@ -17,7 +17,7 @@ from ..memory import reusing_freed_memory
 from ..serialization import read_operator, write_operator
 from ._common import check_alpha
 from ._latent_checks import check_compatible, check_mergeable, check_params
-from ._latent_files import operator_file_state, restore_operator
+from ._latent_files import fitted_patch_size, operator_file_state, restore_operator
 from ._latent_fitting import LatentFitMixin
 from ._latent_transforming import LatentTransformMixin
 
@@ -470,3 +470,9 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
             if state.get(name) is not None:
                 state[name] = state[name].copy().to("cpu")
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        # Pickles from before patch_size="auto" have no patch_size_; their patch vectors say it.
+        if "patch_dim_" in state and "patch_size_" not in state:
+            state["patch_size_"] = fitted_patch_size(state["patch_dim_"], state["latent_channels_"])
+        super().__setstate__(state)
