@@ -4,6 +4,7 @@ and its autoencoder against its fit."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ..devices import resolve_device
@@ -24,11 +25,8 @@ def check_params(operator: Any) -> None:
     """Raise on the first parameter of ``operator`` that is not valid, naming it."""
     check_alpha(operator.alpha)
     check_choice(operator.stochastic, "stochastic", STOCHASTIC_MODES)
-    if isinstance(operator.rtol, str) and not _is_auto(operator.rtol):
-        raise ValueError(f"rtol must be a number in [0, 1), 'auto' or None, got {operator.rtol!r}")
-    if not _is_auto(operator.rtol):
-        check_rtol(operator.rtol)
-    _check_int_or_auto(operator.patch_size, "patch_size")
+    _check_auto_or(operator.rtol, "rtol", "None, a number in [0, 1)", lambda v, _: check_rtol(v))
+    _check_auto_or(operator.patch_size, "patch_size", "an int >= 1", check_int)
     check_int(operator.batch_size, "batch_size")
     check_int(operator.patch_chunk_size, "patch_chunk_size")
     resolve_device(operator.device)
@@ -36,18 +34,20 @@ def check_params(operator: Any) -> None:
     check_choice(operator.interpolation, "interpolation", INTERPOLATIONS)
     for name in ("sample_latent", "verbose", "residual", "zero_shot"):
         check_bool(getattr(operator, name), name)
-    _check_int_or_auto(operator.prior_scale, "prior_scale")
+    _check_auto_or(operator.prior_scale, "prior_scale", "an int >= 1", check_int)
 
 
 def _is_auto(value: Any) -> bool:
     return isinstance(value, str) and value == "auto"
 
 
-def _check_int_or_auto(value: Any, name: str) -> None:
-    if isinstance(value, str) and not _is_auto(value):
-        raise ValueError(f"{name} must be an int >= 1 or 'auto', got {value!r}")
-    if not _is_auto(value):
-        check_int(value, name)
+def _check_auto_or(value: Any, name: str, expected: str, check: Callable) -> None:
+    """Raise unless ``value`` is ``"auto"`` or passes ``check(value, name)``."""
+    if _is_auto(value):
+        return
+    if isinstance(value, str):
+        raise ValueError(f"{name} must be {expected} or 'auto', got {value!r}")
+    check(value, name)
 
 
 def resolve_patch_size(patch_size: Any, latent_channels: int) -> int:
