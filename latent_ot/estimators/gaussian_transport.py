@@ -28,9 +28,8 @@ from ._common import (
     in_place_blend,
     json_params,
     make_generator,
-    stats_from,
-    stats_tensors,
 )
+from ._gaussian_files import restore_transport, transport_file_state
 
 __all__ = ["GaussianOTTransformer"]
 
@@ -464,35 +463,11 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         :meth:`restore_file_state` reads it back.
         """
         check_is_fitted(self)
-        tensors = stats_tensors(f"{prefix}source", self.source_stats_)
-        counts = {"source": self.source_stats_.count}
-        if self.target_stats_ is not None:
-            tensors |= stats_tensors(f"{prefix}target", self.target_stats_)
-            counts["target"] = self.target_stats_.count
-        ot_map = self._gaussian_map
-        tensors[f"{prefix}map.mean_source"] = ot_map.mean_source
-        tensors[f"{prefix}map.mean_target"] = ot_map.mean_target
-        tensors[f"{prefix}map.matrix"] = ot_map.matrix
-        if ot_map.noise_factor is not None:
-            tensors[f"{prefix}map.noise_factor"] = ot_map.noise_factor
-        metadata = {"counts": counts, "n_features_in": self.n_features_in_, "w2": self.w2_}
-        return tensors, metadata
+        return transport_file_state(self, prefix)
 
     def restore_file_state(self, tensors: dict, metadata: dict, prefix: str = "") -> None:
         """Set the fitted state from what :meth:`file_state` returned (read from a file)."""
-        counts = metadata["counts"]
-        self.n_features_in_ = metadata["n_features_in"]
-        self.source_stats_ = stats_from(tensors, f"{prefix}source", counts["source"])
-        self.target_stats_ = None
-        if "target" in counts:
-            self.target_stats_ = stats_from(tensors, f"{prefix}target", counts["target"])
-        ot_map = GaussianMap(
-            tensors[f"{prefix}map.mean_source"],
-            tensors[f"{prefix}map.mean_target"],
-            tensors[f"{prefix}map.matrix"],
-            tensors.get(f"{prefix}map.noise_factor"),
-        )
-        self._set_map(ot_map, metadata["w2"])
+        restore_transport(self, tensors, metadata, prefix)
 
     def __getstate__(self) -> dict:
         # Pickles load anywhere: state goes to the CPU, the per-device cache is rebuilt.
