@@ -8,6 +8,7 @@ hang.
 """
 
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -466,6 +467,30 @@ def test_merging_operators_with_different_autoencoders_names_both(disjoint_fits,
     with pytest.raises(IncompatibleAutoencoderError, match="cannot merge") as caught:
         fit(restored[:2], natural[:2]).merge(kl)
     assert "pixel" in str(caught.value) and kl_vae in str(caught.value)
+
+
+def test_operators_fitted_with_copies_of_one_autoencoder_instance_merge(
+    disjoint_fits, tiny_kl_model
+):
+    # On Dask or Ray workers each operator holds its own unpickled copy of the model.
+    _, restored, natural = disjoint_fits
+
+    def fit(vae, images, references):
+        operator = LatentOTTransformer(vae=vae, device="cpu", random_state=0)
+        return operator.fit(images, references)
+
+    first = fit(tiny_kl_model, restored[:2], natural[:2])
+    second = fit(pickle.loads(pickle.dumps(tiny_kl_model)), restored[2:], natural[2:])
+    merged = first + second
+    assert merged.restored_stats_ == first.restored_stats_ + second.restored_stats_
+
+    altered = pickle.loads(pickle.dumps(tiny_kl_model))
+    with torch.no_grad():
+        next(altered.parameters()).add_(1.0)
+    other = fit(altered, restored[2:], natural[2:])
+    with pytest.raises(IncompatibleAutoencoderError, match="cannot merge") as caught:
+        first + other
+    assert str(caught.value).count("AutoencoderKL with weights") == 2
 
 
 def test_merging_needs_two_fitted_operators(disjoint_fits):

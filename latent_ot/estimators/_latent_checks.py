@@ -3,9 +3,12 @@ and its autoencoder against its fit."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
+
+import torch
 
 from ..devices import resolve_device
 from ..exceptions import IncompatibleAutoencoderError
@@ -114,6 +117,22 @@ def _fit_signature(operator: Any) -> tuple:
     vae = operator.vae
     if isinstance(vae, str | os.PathLike):
         described = os.fspath(vae)
-    else:
-        described = f"{type(vae).__name__} instance at {id(vae):#x}"
+    else:  # copies of one model (unpickled on workers) are the same autoencoder
+        described = f"{type(vae).__name__} with weights {_weights_fingerprint(vae)}"
     return (described, operator.patch_size_, operator.latent_channels_, operator.factor_)
+
+
+def _weights_fingerprint(vae: Any) -> str:
+    """A short hash of the tensors of ``vae`` (an autoencoder instance, or a torch module)
+    and of the modules it holds: equal for copies on any device, or in any dtype that holds
+    the same values."""
+    modules = [("", vae)] if isinstance(vae, torch.nn.Module) else sorted(vars(vae).items())
+    digest = hashlib.sha256()
+    for prefix, module in modules:
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for name, tensor in module.state_dict().items():
+            values = tensor.detach().to("cpu", torch.float64).contiguous().numpy()
+            digest.update(f"{prefix}.{name}{tuple(values.shape)}".encode())
+            digest.update(values.tobytes())
+    return digest.hexdigest()[:12]
