@@ -54,6 +54,7 @@ from _quality_tasks import TASKS, TaskImages, center_crop, prepare
 
 from latent_ot import LatentOTTransformer
 from latent_ot.autoencoders import load_autoencoder
+from latent_ot.cli import parse_alphas
 from latent_ot.reporting import collage, plot_perception_distortion, write_csv, write_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +135,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="test crops of 256 px, alphas 0, 0.5, 1"
     )
-    parser.add_argument("--alphas", type=_alphas, help="comma-separated; 0 and 1 always added")
+    parser.add_argument(
+        "--alphas",
+        type=parse_alphas,
+        help="START:STOP:STEP or comma-separated (write --alphas=-0.5,0,1); 0 and 1 always added",
+    )
     parser.add_argument(
         "--size", type=int, help="max side of the test images' center crops (default 512)"
     )
@@ -158,16 +163,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not (args.shared / "images" / "CBSD68").is_dir():
         parser.error(f"--shared: {args.shared} holds no images/CBSD68; pass the shared folder")
     return args
-
-
-def _alphas(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(value) for value in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers such as -0.5,0,1 (write --alphas=-0.5,0,1); "
-            f"got {text!r}"
-        ) from None
 
 
 # --------------------------------------------------------------------------- measures

@@ -49,6 +49,7 @@ from PIL import Image
 
 from latent_ot import GaussianStats, LatentOTTransformer
 from latent_ot.autoencoders import Autoencoder, load_autoencoder
+from latent_ot.cli import parse_alphas
 from latent_ot.devices import resolve_device
 from latent_ot.encoding import latent_patch_stats
 from latent_ot.gaussian import w2_distance
@@ -182,10 +183,10 @@ def parse_args(task: RestorationTask, argv: Sequence[str] | None) -> argparse.Na
     )
     parser.add_argument(
         "--alphas",
-        type=_alphas,
+        type=parse_alphas,
         default=DEFAULT_ALPHAS,
-        help="comma-separated alphas of the curve (write --alphas=-1,0,1 for negative "
-        "values); 0 and 1 are always added",
+        help="alphas of the curve, START:STOP:STEP or comma-separated (write "
+        "--alphas=-1,0,1 for negative values); 0 and 1 are always added",
     )
     parser.add_argument(
         "--seed",
@@ -203,15 +204,6 @@ def parse_args(task: RestorationTask, argv: Sequence[str] | None) -> argparse.Na
     args = parser.parse_args(argv)
     _check_args(parser, args)
     return args
-
-
-def _alphas(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(value) for value in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers such as -1,0,0.5,1; got {text!r}"
-        ) from None
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -162,7 +162,7 @@ def test_denoising_noise_has_the_stated_level(load_example):
         (["--size", "60"], "--size must be a positive multiple of 8"),
         (["--n-train", "0"], "--n-train must be between 1 and 34"),
         (["--held-out", "99"], "--held-out must be between 1 and"),
-        (["--alphas", "0,one"], "expected comma-separated numbers"),
+        (["--alphas", "0,one"], "or a comma-separated list"),
         (["--natural", "imagenet"], "argument --natural: invalid choice: 'imagenet'"),
     ],
 )

@@ -272,7 +272,7 @@ def test_bad_options_name_themselves(bench, shared_dir, capsys):
     for argv, message in (
         (["--natural", "imagenet"], "--natural: invalid choice: 'imagenet'"),
         (["--crop-size", "4"], "--crop-size must be at least 8 px, got 4"),
-        (["--alphas", "a,b"], "expected comma-separated numbers"),
+        (["--alphas", "a,b"], "or a comma-separated list"),
         (["--threads", "0"], "--threads must be at least 1, got 0"),
     ):
         with pytest.raises(SystemExit):

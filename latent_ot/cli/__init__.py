@@ -29,10 +29,10 @@ from collections.abc import Sequence
 
 from ._console import Console, one_line
 from ._models import resolve_vae
-from ._options import attach_dash_values
+from ._options import attach_dash_values, parse_alphas
 from ._parser import build_parser
 
-__all__ = ["build_parser", "main", "resolve_vae"]
+__all__ = ["build_parser", "main", "parse_alphas", "resolve_vae"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
