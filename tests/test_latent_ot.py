@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
@@ -16,10 +17,12 @@ from sklearn.preprocessing import FunctionTransformer
 
 from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
 from latent_ot.autoencoders import MODELS_DIR_ENV, load_autoencoder
+from latent_ot.estimators._latent_files import operator_file_state
 from latent_ot.exceptions import ImageReadError, IncompatibleAutoencoderError, OperatorFileError
 from latent_ot.gaussian import w2_distance
 from latent_ot.io import pad_to_multiple
 from latent_ot.patches import extract_patches, fold_patches, iter_patch_chunks
+from latent_ot.serialization import write_operator
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`:UserWarning")
 
@@ -59,13 +62,19 @@ def test_patch_map_equals_gaussian_ot_fitted_on_the_same_patch_vectors(pixel_fit
     )
     assert dot.w2_ == pytest.approx(reference.w2_, rel=1e-9)
 
-    # With the identity autoencoder, transform = replicate pad, map every patch, average back.
+    # With the identity autoencoder, transform = replicate pad, map every patch, average back,
+    # decode (clamp), then take the band under the low-pass from the input (scipy's filter).
     image = as_latents(restored[:1]).double()
     padded = torch.nn.functional.pad(image, (1, 1, 1, 1), mode="replicate")
     mapped = reference.transform(extract_patches(padded, 3).numpy())
-    folded = fold_patches(torch.from_numpy(mapped), (26, 26), 3)[..., 1:-1, 1:-1]
-    expected = folded.clamp(0, 1)[0].permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(dot.transform(restored[0]), expected, atol=1e-6)
+    folded = fold_patches(torch.from_numpy(mapped), (26, 26), 3)[..., 1:-1, 1:-1].numpy()
+    folded = folded.clip(0, 1)
+    sigma = dot.low_frequency_sigma
+    kept = folded + gaussian_filter(image.numpy() - folded, (0, 0, sigma, sigma), mode="nearest")
+    as_image = lambda array: array.clip(0, 1)[0].transpose(1, 2, 0)  # noqa: E731
+    np.testing.assert_allclose(dot.transform(restored[0]), as_image(kept), atol=1e-6)
+    plain = dot.set_params(low_frequency_sigma=None).transform(restored[0])
+    np.testing.assert_allclose(plain, as_image(folded), atol=1e-6)
 
 
 def test_transported_patches_take_the_natural_statistics():
@@ -236,7 +245,8 @@ def test_alpha_one_returns_the_input_bitwise(hub_id_fit):
 
 def test_alpha_blends_in_pixel_space_and_sweep_reuses_the_transport(hub_id_fit):
     image = random_images(10, [(32, 32)])[0].astype(np.float32)
-    pixel = hub_id_fit.interpolate(0.0).set_params(interpolation="pixel")  # a copy
+    # A copy, without the low-pass, whose unclipped output the blend would hide.
+    pixel = hub_id_fit.interpolate(0.0).set_params(interpolation="pixel", low_frequency_sigma=None)
     transported = pixel.transform(image)
     half = pixel.interpolate(0.5).transform(image)
     np.testing.assert_allclose(half, np.clip(0.5 * transported + 0.5 * image, 0, 1), atol=1e-6)
@@ -295,6 +305,13 @@ def test_joblib_round_trip_stores_how_to_load_the_autoencoder_not_its_weights(hu
     del state["patch_size_"]
     old.__setstate__(state)
     assert old.patch_size_ == 3 and np.array_equal(old.transform(image), expected)
+    # One from before low_frequency_sigma existed keeps its outputs: decoded images as they are.
+    before = hub_id_fit.set_params(low_frequency_sigma=None).transform(image)
+    state = hub_id_fit.__getstate__()
+    del state["low_frequency_sigma"]
+    old.__setstate__(state)
+    assert old.low_frequency_sigma is None and np.array_equal(old.transform(image), before)
+    assert not np.array_equal(before, expected)
 
 
 def test_an_autoencoder_instance_is_pickled_with_its_weights(tiny_kl_model, tmp_path):
@@ -423,6 +440,18 @@ def test_save_and_load_a_safe_operator_file(hub_id_fit, tmp_path, tiny_kl_model)
     by_instance = LatentOTTransformer(vae=tiny_kl_model).fit([image], [image])
     with pytest.raises(TypeError, match=r"vae: a AutoencoderKL.*joblib"):
         by_instance.save(tmp_path / "instance.safetensors")
+
+
+def test_a_file_from_before_low_frequency_sigma_keeps_its_outputs(hub_id_fit, tmp_path):
+    image = random_images(16, [(37, 53)])[0]
+    before = hub_id_fit.set_params(low_frequency_sigma=None).transform(image)
+    hub_id_fit.set_params(low_frequency_sigma=3.0)
+    tensors, metadata = operator_file_state(hub_id_fit)
+    del metadata["params"]["low_frequency_sigma"]  # what such a file holds
+    write_operator(tmp_path / "old.safetensors", tensors, metadata)
+    loaded = LatentOTTransformer.load(tmp_path / "old.safetensors")
+    assert loaded.low_frequency_sigma is None
+    assert np.array_equal(loaded.transform(image), before)
 
 
 def test_tile_size_reaches_the_autoencoder_and_tiling_is_seamless(shared_dir):

@@ -6,13 +6,14 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 from sklearn.covariance import oas
 
 from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
 from latent_ot.autoencoders import load_autoencoder
 from latent_ot.estimators.latent_transport import PAPER_RECIPE
 from latent_ot.gaussian import limit_gain, oas_shrinkage, shrunk_covariance
-from latent_ot.transport import sweep_images
+from latent_ot.transport import gaussian_low_pass, sweep_images
 
 
 def recipe_inputs():
@@ -124,12 +125,42 @@ def test_latent_interpolation_walks_from_the_transported_image_to_the_round_trip
     assert one is None  # alpha = 1: the caller returns the input itself
 
 
+@pytest.mark.parametrize("sigma", [0.5, 3.0, 6.0])
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.float32, 1e-6), (torch.float64, 1e-12)])
+def test_gaussian_low_pass_is_scipys_gaussian_filter_at_any_size(sigma, dtype, atol):
+    # 7 rows: fewer than the kernel's 2 * round(4 sigma) + 1 taps for sigma >= 1
+    images = torch.rand(2, 3, 7, 40, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    expected = gaussian_filter(images.double().numpy(), (0, 0, sigma, sigma), mode="nearest")
+    actual = gaussian_low_pass(images, sigma)
+    assert actual.dtype == dtype
+    np.testing.assert_allclose(actual.double().numpy(), expected, atol=atol)
+
+
+def test_low_frequency_sigma_keeps_the_inputs_colours_and_changes_its_detail(photo):
+    rng = np.random.default_rng(4)
+    natural = [photo, photo[::-1], photo[:, ::-1]]
+    restored = [0.15 + 0.5 * image for image in natural]  # darker, duller
+    test = 0.15 + 0.5 * np.clip(photo.transpose(1, 0, 2) + 0.05 * rng.random(photo.shape), 0, 1)
+    dot = LatentOTTransformer(vae="pixel", low_frequency_sigma=None, random_state=0)
+    plain = dot.fit(restored, natural).transform(test)
+    kept = dot.set_params(low_frequency_sigma=3.0).transform(test)
+    mean_colour = lambda image: image.reshape(-1, 3).mean(0)  # noqa: E731
+    # The plain map moves the colours to the natural ones; the low-pass keeps the input's...
+    assert np.abs(mean_colour(plain) - mean_colour(test)).max() > 0.1
+    assert np.abs(mean_colour(kept) - mean_colour(test)).max() < 0.01
+    # ...and keeps the plain map's fine detail (a band G * (1 - G) in between is shared).
+    detail = lambda image: image - gaussian_filter(image, (1.0, 1.0, 0), mode="nearest")  # noqa: E731
+    added = np.abs(detail(plain) - detail(test)).mean()
+    assert np.abs(detail(kept) - detail(plain)).mean() < 0.2 * added
+
+
 def test_zero_shot_maps_each_image_to_the_natural_statistics_and_leaves_the_fit_alone():
     rng = np.random.default_rng(3)
     natural = [0.4 + 0.2 * rng.random((24, 24, 3)) for _ in range(4)]  # nothing gets clipped
     restored = [0.3 + 0.4 * im for im in natural]
     test = 0.2 + 0.3 * rng.random((24, 24, 3)) ** 2  # unlike the restored set
-    dot = LatentOTTransformer(vae="pixel", patch_size=1, random_state=0).fit(restored, natural)
+    dot = LatentOTTransformer(vae="pixel", patch_size=1, low_frequency_sigma=None, random_state=0)
+    dot = dot.fit(restored, natural)
     matrix, stats = dot.gaussian_ot_.transport_matrix_.copy(), dot.restored_stats_.copy()
     out = dot.set_params(zero_shot=True).transform(test)
     assert np.array_equal(dot.gaussian_ot_.transport_matrix_, matrix)
@@ -152,6 +183,8 @@ def test_zero_shot_maps_each_image_to_the_natural_statistics_and_leaves_the_fit_
         ({"zero_shot": 1}, TypeError, "zero_shot must be a bool"),
         ({"shrinkage": 1.5}, ValueError, r"shrinkage must be a number in \[0, 1\]"),
         ({"max_gain": 0}, ValueError, r"max_gain must be a number > 0"),
+        ({"low_frequency_sigma": 0}, ValueError, r"low_frequency_sigma must be a number > 0"),
+        ({"low_frequency_sigma": "3"}, TypeError, r"low_frequency_sigma must be a number"),
     ],
 )
 def test_bad_options_name_the_parameter(params, error, message):

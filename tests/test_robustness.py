@@ -83,10 +83,13 @@ def test_fit_of_anything_fits_or_raises_a_documented_error(restored):
 def test_constant_images_give_a_defined_result():
     restored = [np.full((16, 16, 3), 0.25)] * 2
     natural = [np.full((16, 16, 3), 0.75)] * 2
-    dot = LatentOTTransformer(vae="pixel", random_state=0).fit(restored, natural)
-    out = dot.transform(restored[0])
+    dot = LatentOTTransformer(vae="pixel", low_frequency_sigma=None, random_state=0)
+    out = dot.fit(restored, natural).transform(restored[0])
     # Zero covariances: every patch moves to the natural mean.
     np.testing.assert_allclose(out, 0.75, atol=1e-6)
+    # A constant is all low frequency: by default the input keeps it.
+    out = dot.set_params(low_frequency_sigma=3.0).transform(restored[0])
+    np.testing.assert_allclose(out, 0.25, atol=1e-6)
 
 
 def test_identical_sets_give_the_identity(shared_dir):

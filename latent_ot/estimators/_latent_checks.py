@@ -14,7 +14,7 @@ from ..devices import resolve_device
 from ..exceptions import IncompatibleAutoencoderError
 from ..gaussian import STOCHASTIC_MODES
 from ..transport import FOLD_WINDOWS, INTERPOLATIONS
-from ..validation import check_bool, check_choice, check_int
+from ..validation import check_bool, check_choice, check_int, check_real
 from ._common import check_alpha, check_rtol
 
 AUTO_PATCH_MIN_CHANNELS = 16
@@ -35,6 +35,8 @@ def check_params(operator: Any) -> None:
     resolve_device(operator.device)
     check_choice(operator.fold_window, "fold_window", FOLD_WINDOWS)
     check_choice(operator.interpolation, "interpolation", INTERPOLATIONS)
+    if operator.low_frequency_sigma is not None:
+        check_real(operator.low_frequency_sigma, "low_frequency_sigma", low=0, closed="neither")
     for name in ("sample_latent", "verbose", "residual", "zero_shot"):
         check_bool(getattr(operator, name), name)
     _check_auto_or(operator.prior_scale, "prior_scale", "an int >= 1", check_int)

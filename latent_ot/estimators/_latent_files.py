@@ -9,6 +9,10 @@ from ._common import json_params, stats_from, stats_tensors
 
 _TRANSPORT = "transport."
 
+PARAMS_ADDED_LATER = {"low_frequency_sigma": None}
+"""Parameters added after operator files and pickles existed, with the value that gives an
+older operator its old outputs."""
+
 
 def operator_file_state(operator: Any) -> tuple[dict, dict]:
     """``(tensors, metadata)`` of a fitted LatentOTTransformer, for a safe operator file."""

@@ -38,6 +38,7 @@ class LatentTransformMixin:
             "chunk_size": self.patch_chunk_size,
             "residual": self.residual,
             "interpolation": self.interpolation,
+            "low_frequency_sigma": self.low_frequency_sigma,
             "per_image": self.zero_shot,
             "generator": self._latent_generator(autoencoder),
         }

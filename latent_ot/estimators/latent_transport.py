@@ -17,7 +17,12 @@ from ..memory import reusing_freed_memory
 from ..serialization import read_operator, write_operator
 from ._common import check_alpha
 from ._latent_checks import check_compatible, check_mergeable, check_params
-from ._latent_files import fitted_patch_size, operator_file_state, restore_operator
+from ._latent_files import (
+    PARAMS_ADDED_LATER,
+    fitted_patch_size,
+    operator_file_state,
+    restore_operator,
+)
 from ._latent_fitting import LatentFitMixin
 from ._latent_transforming import LatentTransformMixin
 
@@ -32,6 +37,7 @@ PAPER_RECIPE = {
     "max_gain": None,
     "residual": False,
     "interpolation": "pixel",
+    "low_frequency_sigma": None,
     "zero_shot": False,
     "rtol": None,
 }
@@ -120,6 +126,13 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         interpolation gave the better perception-distortion curve in the quality benchmark
         (see the Quality page of the documentation). ``alpha = 1`` returns the inputs
         themselves either way.
+    low_frequency_sigma : float or None, default=3.0
+        Keep the input's coarse content: every output's band below a Gaussian low-pass of
+        this many pixels is replaced by the input's, ``y + G * (x - y)``
+        (:func:`latent_ot.transport.gaussian_low_pass`), so the transport changes detail,
+        not colours and shading, which restorers get right. In the quality benchmark it
+        cut the PSNR lost at ``alpha = 0`` by more than half with no loss of realism; the
+        value was chosen there. None returns the decoded images as they are (the paper).
     zero_shot : bool, default=False
         At transform time, take the restored side's statistics from each image itself
         instead of from the fit (the natural side stays the fitted one, which is not
@@ -195,6 +208,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         max_gain=None,
         residual=False,
         interpolation="latent",
+        low_frequency_sigma=3.0,
         zero_shot=False,
         random_state=None,
         verbose=False,
@@ -217,6 +231,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         self.max_gain = max_gain
         self.residual = residual
         self.interpolation = interpolation
+        self.low_frequency_sigma = low_frequency_sigma
         self.zero_shot = zero_shot
         self.random_state = random_state
         self.verbose = verbose
@@ -458,7 +473,8 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
             (checksums), or was written by a newer format version.
         """
         tensors, metadata = read_operator(path, expected_kind=cls.__name__)
-        return restore_operator(cls(**metadata["params"]), tensors, metadata)
+        operator = cls(**{**PARAMS_ADDED_LATER, **metadata["params"]})
+        return restore_operator(operator, tensors, metadata)
 
     def __getstate__(self) -> dict:
         # The loaded autoencoder is re-created from `vae` after loading; statistics go to the
@@ -475,4 +491,5 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         # Pickles from before patch_size="auto" have no patch_size_; their patch vectors say it.
         if "patch_dim_" in state and "patch_size_" not in state:
             state["patch_size_"] = fitted_patch_size(state["patch_dim_"], state["latent_channels_"])
+        state = {**PARAMS_ADDED_LATER, **state}
         super().__setstate__(state)
