@@ -114,6 +114,22 @@ def test_fit_then_transform_keeps_names_sizes_formats_and_moves_pixels(
     assert file_hashes(data / "restored") == before
 
 
+def test_fit_low_frequency_sigma_reaches_the_operator_and_none_turns_it_off(
+    data, operator_file, tmp_path, capsys
+):
+    assert LatentOTTransformer.load(operator_file).low_frequency_sigma == 3.0  # the default
+    fit = ["fit", "--restored", str(data / "restored"), "--natural", str(data / "natural")]
+    fit += ["--vae", "pixel", "--device", "cpu", "-q"]
+    for value, expected in (("none", None), ("1.5", 1.5)):
+        path = tmp_path / f"{value}.safetensors"
+        assert main([*fit, "-o", str(path), "--low-frequency-sigma", value]) == 0
+        assert LatentOTTransformer.load(path).low_frequency_sigma == expected
+    assert main([*fit, "-o", str(tmp_path / "bad.safetensors"), "--low-frequency-sigma", "-1"]) == 2
+    assert "--low-frequency-sigma must be 'none' or a number > 0, got '-1'" in (
+        capsys.readouterr().err
+    )
+
+
 def test_alpha_1_gives_the_inputs_back(data, operator_file, tmp_path):
     out = tmp_path / "out"
     args = ["transform", str(operator_file), str(data / "restored" / "*.png"), "-o", str(out)]
@@ -478,7 +494,11 @@ def test_skipped_metrics_are_noted_once_for_a_whole_sweep(
     ("command", "options"),
     [
         ("demo", ["--images", "--size", "--natural", "--vae", "--alphas", "--output"]),
-        ("fit", ["--restored", "--natural", "--prior", "--output", "--vae", "--patch-size"]),
+        (
+            "fit",
+            ["--restored", "--natural", "--prior", "--output", "--vae", "--patch-size",
+             "--low-frequency-sigma"],
+        ),  # fmt: skip
         ("prior", ["IMAGES", "--output", "--vae", "--patch-size", "--device"]),
         ("transform", ["--alpha", "--skip-existing", "--shard", "--output", "--batch-size"]),
         ("sweep", ["--reference", "--alphas", "--metrics", "--output"]),

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..estimators import LatentOTTransformer
 from ..folders import expand_inputs
 from ._console import Console
 from ._files import check_output_file
 from ._models import DEFAULT_VAE, new_operator, resolve_vae
-from ._options import OPERATOR_SUFFIX, add_autoencoder_options, add_seed, command
+from ._options import (
+    OPERATOR_SUFFIX,
+    add_autoencoder_options,
+    add_seed,
+    command,
+    positive_or_none,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -67,6 +74,15 @@ def add_parser(commands) -> None:
         default="uniform",
         help="weights of overlapping patches when folded back (default: %(default)s)",
     )
+    parser.add_argument(
+        "--low-frequency-sigma",
+        type=positive_or_none("--low-frequency-sigma"),
+        default=LatentOTTransformer().low_frequency_sigma,
+        metavar="PX|none",
+        help="the outputs' band under a Gaussian low-pass of PX pixels comes from the input: "
+        "the transport changes detail, not colours and shading; 'none' decodes as the paper "
+        "(default: %(default)s)",
+    )
     add_seed(parser, default=0)
     add_autoencoder_options(parser, vae=DEFAULT_VAE, patch_size="auto")
 
@@ -79,7 +95,7 @@ def run(args, console: Console) -> int:
             f"--prior {args.prior} not found; build one with 'latent-ot prior IMAGES -o FILE'"
         )
     check_output_file(args.output)
-    params = {"fold_window": args.fold_window}
+    params = {"fold_window": args.fold_window, "low_frequency_sigma": args.low_frequency_sigma}
     if natural is None:
         params["prior"] = "builtin" if args.prior is None else str(args.prior)
     operator = new_operator(args, resolve_vae(args.vae, console), **params)

@@ -36,6 +36,7 @@ __all__ = [
     "metric_names",
     "parse_alphas",
     "parse_shard",
+    "positive_or_none",
     "real",
     "wrap",
 ]
@@ -278,6 +279,33 @@ def integer_or_auto(name: str) -> Callable[[str], int | str]:
         if not text.strip().isdigit() or int(text) < 1:
             raise argparse.ArgumentTypeError(f"{name} must be 'auto' or an int >= 1, got {text!r}")
         return int(text)
+
+    return parse
+
+
+def positive_or_none(name: str) -> Callable[[str], float | None]:
+    """The type of an option that takes ``none`` or a finite number above 0.
+
+    Examples
+    --------
+    >>> positive_or_none("S")("none"), positive_or_none("S")("2.5")
+    (None, 2.5)
+    >>> positive_or_none("S")("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: S must be 'none' or a number > 0, got '0'
+    """
+
+    def parse(text: str) -> float | None:
+        if text == "none":
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{name} must be 'none' or a number > 0, got {text!r}")
+        return value
 
     return parse
 
