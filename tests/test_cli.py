@@ -494,11 +494,7 @@ def test_skipped_metrics_are_noted_once_for_a_whole_sweep(
     ("command", "options"),
     [
         ("demo", ["--images", "--size", "--natural", "--vae", "--alphas", "--output"]),
-        (
-            "fit",
-            ["--restored", "--natural", "--prior", "--output", "--vae", "--patch-size",
-             "--low-frequency-sigma"],
-        ),  # fmt: skip
+        ("fit", ["--restored", "--natural", "--prior", "--vae", "--low-frequency-sigma"]),
         ("prior", ["IMAGES", "--output", "--vae", "--patch-size", "--device"]),
         ("transform", ["--alpha", "--skip-existing", "--shard", "--output", "--batch-size"]),
         ("sweep", ["--reference", "--alphas", "--metrics", "--output"]),
