@@ -66,7 +66,7 @@ BASE_PARAMS: dict[str, Any] = {"vae": "taef2"}
 # Variant name -> LatentOTTransformer keyword arguments, on top of BASE_PARAMS (the command
 # line sets device and random_state). A new option is one line here.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},  # patch_size="auto": 1 for TAEF2
+    "default": {},  # patch_size="auto": 1 for TAEF2; rtol="auto": 0.05; low_frequency_sigma=6
     "patch-3": {"patch_size": 3},  # the default before patch_size="auto"
     # The paper's recipe, with TAEF2 for its SD VAE (not available offline).
     "paper": LatentOTTransformer.paper(vae="taef2").get_params(),
@@ -96,6 +96,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rtol-0.02": {"rtol": 0.02},
     "rtol-0.03": {"rtol": 0.03},
     "rtol-0.05": {"rtol": 0.05},
+    # The input's band under a Gaussian low-pass of sigma pixels kept (default: 6).
+    "low-pass-off": {"low_frequency_sigma": None},
+    "low-pass-3": {"low_frequency_sigma": 3.0},
+    "low-pass-8": {"low_frequency_sigma": 8.0},
+    "patch-3-low-pass-8": {"patch_size": 3, "low_frequency_sigma": 8.0},
 }
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}

@@ -117,7 +117,7 @@ def test_fit_then_transform_keeps_names_sizes_formats_and_moves_pixels(
 def test_fit_low_frequency_sigma_reaches_the_operator_and_none_turns_it_off(
     data, operator_file, tmp_path, capsys
 ):
-    assert LatentOTTransformer.load(operator_file).low_frequency_sigma == 3.0  # the default
+    assert LatentOTTransformer.load(operator_file).low_frequency_sigma == 6.0  # the default
     fit = ["fit", "--restored", str(data / "restored"), "--natural", str(data / "natural")]
     fit += ["--vae", "pixel", "--device", "cpu", "-q"]
     for value, expected in (("none", None), ("1.5", 1.5)):

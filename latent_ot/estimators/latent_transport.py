@@ -126,7 +126,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         interpolation gave the better perception-distortion curve in the quality benchmark
         (see the Quality page of the documentation). ``alpha = 1`` returns the inputs
         themselves either way.
-    low_frequency_sigma : float or None, default=3.0
+    low_frequency_sigma : float or None, default=6.0
         Keep the input's coarse content: every output's band below a Gaussian low-pass of
         this many pixels is replaced by the input's, ``y + G * (x - y)``
         (:func:`latent_ot.transport.gaussian_low_pass`), so the transport changes detail,
@@ -208,7 +208,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         max_gain=None,
         residual=False,
         interpolation="latent",
-        low_frequency_sigma=3.0,
+        low_frequency_sigma=6.0,
         zero_shot=False,
         random_state=None,
         verbose=False,
