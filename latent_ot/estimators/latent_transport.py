@@ -51,8 +51,9 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
     natural images with a pretrained autoencoder, and fits Gaussian statistics of all their
     overlapping ``C x p x p`` latent patches. ``transform`` encodes new restored images,
     applies the Gaussian optimal transport map to every latent patch, folds the patches back
-    by averaging, and decodes (Adrai et al., NeurIPS 2023); ``alpha`` moves the result back
-    toward the input (``interpolation``). Without natural images, ``fit`` takes the natural
+    by averaging, and decodes (Adrai et al., NeurIPS 2023), keeping the input's coarse content
+    (``low_frequency_sigma``); ``alpha`` moves the result back toward the input
+    (``interpolation``). Without natural images, ``fit`` takes the natural
     side from a prior (``prior``). :meth:`paper` gives the paper's recipe exactly.
 
     Parameters
