@@ -6,7 +6,7 @@ perception-distortion interpolation with the input. The map is any callable on `
 float64 patch vectors, such as a fitted
 :meth:`~latent_ot.GaussianOTTransformer.transport_tensor`.
 
-Two variations of the paper's recipe (Adrai et al., 2023) are options here:
+Three variations of the paper's recipe (Adrai et al., 2023) are options here:
 
 - *residual decoding*: ``x + D(T(E(x))) - D(E(x))`` instead of ``D(T(E(x)))``, so that what
   the autoencoder cannot reconstruct (fine detail of the input, its colours) stays out of the
@@ -18,7 +18,7 @@ Two variations of the paper's recipe (Adrai et al., 2023) are options here:
   (:func:`gaussian_low_pass`). A restorer gets an image's coarse content (its colours, its
   shading) right far more often than its fine detail, which is what the transport should add;
   the transport's own changes to the coarse content (colour and contrast pulled toward the
-  average photo's) cost fidelity and were not what made outputs look natural.
+  average photo's) cost fidelity and, in the quality benchmark, little of the realism.
 
 Examples
 --------
