@@ -101,6 +101,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "low-pass-3": {"low_frequency_sigma": 3.0},
     "low-pass-8": {"low_frequency_sigma": 8.0},
     "patch-3-low-pass-8": {"patch_size": 3, "low_frequency_sigma": 8.0},
+    # More weak directions drawn as noise, now that the low-pass leaves PSNR to spend.
+    "rtol-0.1": {"rtol": 0.1},
+    "rtol-0.2": {"rtol": 0.2},
 }
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}
