@@ -87,7 +87,7 @@ def test_constant_images_give_a_defined_result():
     out = dot.fit(restored, natural).transform(restored[0])
     # Zero covariances: every patch moves to the natural mean.
     np.testing.assert_allclose(out, 0.75, atol=1e-6)
-    # A constant is all low frequency: by default the input keeps it.
+    # A constant is all low frequency: with the low-pass the input keeps it.
     out = dot.set_params(low_frequency_sigma=3.0).transform(restored[0])
     np.testing.assert_allclose(out, 0.25, atol=1e-6)
 
