@@ -104,6 +104,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # More weak directions drawn as noise, now that the low-pass leaves PSNR to spend.
     "rtol-0.1": {"rtol": 0.1},
     "rtol-0.2": {"rtol": 0.2},
+    # Against the halos of super-resolution at alpha = 0: the map's largest gains limited.
+    "max-gain-1.5": {"max_gain": 1.5},
+    "max-gain-1.25": {"max_gain": 1.25},
 }
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}
