@@ -66,7 +66,8 @@ BASE_PARAMS: dict[str, Any] = {"vae": "taef2"}
 # Variant name -> LatentOTTransformer keyword arguments, on top of BASE_PARAMS (the command
 # line sets device and random_state). A new option is one line here.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},  # patch_size="auto": 1 for TAEF2; rtol="auto": 0.05; low_frequency_sigma=6
+    "default": {},  # patch_size="auto": 1 for TAEF2; rtol="auto": 0.05; low_frequency_sigma=6;
+    # noise_scale=0
     "patch-3": {"patch_size": 3},  # the default before patch_size="auto"
     # The paper's recipe, with TAEF2 for its SD VAE (not available offline).
     "paper": LatentOTTransformer.paper(vae="taef2").get_params(),
@@ -107,6 +108,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Against the halos of super-resolution at alpha = 0: the map's largest gains limited.
     "max-gain-1.5": {"max_gain": 1.5},
     "max-gain-1.25": {"max_gain": 1.25},
+    # The noise drawn in the directions rtol cuts: 1 is the stochastic map (the default
+    # before), 0 (the default) its mean.
+    "noise-1": {"noise_scale": 1.0},
+    "noise-0.5": {"noise_scale": 0.5},
 }
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}

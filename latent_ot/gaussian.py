@@ -44,6 +44,7 @@ __all__ = [
     "psd_inv_sqrt",
     "psd_pinv",
     "psd_sqrt",
+    "scale_noise",
     "shrunk_covariance",
     "stochastic_transport",
     "transport_matrix",
@@ -467,3 +468,29 @@ def limit_gain(matrix: Tensor, max_gain: float) -> Tensor:
     """
     eigvals, eigvecs = _psd_eigh(matrix)
     return _from_eigh(eigvals.clamp_max(max_gain), eigvecs)
+
+
+def scale_noise(ot_map: GaussianMap, scale: float) -> GaussianMap:
+    r"""The map with the standard deviation of its noise multiplied by ``scale``.
+
+    .. math::
+
+        v \mapsto \mu_t + T (v - \mu_s) + s\,L z, \qquad
+        \operatorname{Cov} = T \Sigma_s T^\top + s^2 \Sigma_w
+
+    ``s = 1`` keeps the stochastic map, whose output covariance is the target's; ``s = 0``
+    gives its mean, a deterministic map that leaves the directions cut from the source at
+    the target's mean, short of their target variance. A deterministic map is returned as
+    it is.
+
+    Examples
+    --------
+    >>> noisy = fit_gaussian_map(torch.zeros(2), torch.diag(torch.tensor([1.0, 0.0])),
+    ...                          torch.zeros(2), torch.eye(2))
+    >>> scale_noise(noisy, 0.0)(torch.ones(1, 2))
+    tensor([[1., 0.]], dtype=torch.float64)
+    """
+    if ot_map.noise_factor is None or scale == 1.0:
+        return ot_map
+    factor = None if scale == 0.0 else ot_map.noise_factor * scale
+    return GaussianMap(ot_map.mean_source, ot_map.mean_target, ot_map.matrix, factor)

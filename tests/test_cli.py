@@ -130,6 +130,19 @@ def test_fit_low_frequency_sigma_reaches_the_operator_and_none_turns_it_off(
     )
 
 
+def test_fit_noise_scale_reaches_the_operator(data, operator_file, tmp_path, capsys):
+    assert LatentOTTransformer.load(operator_file).noise_scale == "auto"  # the default
+    fit = ["fit", "--restored", str(data / "restored"), "--natural", str(data / "natural")]
+    fit += ["--vae", "pixel", "--device", "cpu", "-q"]
+    path = tmp_path / "noisy.safetensors"
+    assert main([*fit, "-o", str(path), "--noise-scale", "0.5"]) == 0
+    assert LatentOTTransformer.load(path).noise_scale == 0.5
+    assert main([*fit, "-o", str(tmp_path / "bad.safetensors"), "--noise-scale", "2"]) == 2
+    assert "--noise-scale must be 'auto' or a number in [0, 1], got '2'" in (
+        capsys.readouterr().err
+    )
+
+
 def test_alpha_1_gives_the_inputs_back(data, operator_file, tmp_path):
     out = tmp_path / "out"
     args = ["transform", str(operator_file), str(data / "restored" / "*.png"), "-o", str(out)]

@@ -294,8 +294,15 @@ def test_nothing_is_printed_unless_verbose(tiny_models_dir, capfd, recwarn):
 def test_joblib_round_trip_stores_how_to_load_the_autoencoder_not_its_weights(hub_id_fit, tmp_path):
     image = random_images(13, [(37, 53)])[0]
     expected = hub_id_fit.transform(image)
+    live, live_transport = dict(hub_id_fit.__dict__), dict(hub_id_fit.gaussian_ot_.__dict__)
     joblib.dump(hub_id_fit, tmp_path / "dot.joblib")
     assert "_autoencoder_cache" not in pickle.loads(pickle.dumps(hub_id_fit)).__dict__
+    # Pickling leaves the operator itself alone: its loaded autoencoder, its map cache, its
+    # statistics where they are.
+    assert "_autoencoder_cache" in live and hub_id_fit.gaussian_ot_._map_cache
+    for before, after in ((live, hub_id_fit), (live_transport, hub_id_fit.gaussian_ot_)):
+        assert before.keys() == after.__dict__.keys()
+        assert all(after.__dict__[name] is value for name, value in before.items())
     assert (tmp_path / "dot.joblib").stat().st_size < 200_000  # statistics, no weights
     loaded = joblib.load(tmp_path / "dot.joblib")
     assert np.array_equal(loaded.transform(image), expected)

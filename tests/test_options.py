@@ -11,8 +11,10 @@ from sklearn.covariance import oas
 
 from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
 from latent_ot.autoencoders import load_autoencoder
+from latent_ot.estimators._latent_files import operator_file_state
 from latent_ot.estimators.latent_transport import PAPER_RECIPE
 from latent_ot.gaussian import limit_gain, oas_shrinkage, shrunk_covariance
+from latent_ot.serialization import write_operator
 from latent_ot.transport import gaussian_low_pass, sweep_images
 
 
@@ -185,6 +187,9 @@ def test_zero_shot_maps_each_image_to_the_natural_statistics_and_leaves_the_fit_
         ({"max_gain": 0}, ValueError, r"max_gain must be a number > 0"),
         ({"low_frequency_sigma": 0}, ValueError, r"low_frequency_sigma must be a number > 0"),
         ({"low_frequency_sigma": "3"}, TypeError, r"low_frequency_sigma must be a number"),
+        ({"noise_scale": 1.5}, ValueError, r"noise_scale must be a number in \[0, 1\]"),
+        ({"noise_scale": None}, TypeError, r"noise_scale must be a number in \[0, 1\]"),
+        ({"noise_scale": "half"}, ValueError, r"noise_scale must be .* or 'auto', got 'half'"),
     ],
 )
 def test_bad_options_name_the_parameter(params, error, message):
@@ -203,30 +208,102 @@ def test_options_survive_a_file_round_trip(tmp_path):
     assert np.array_equal(loaded.transform(test), dot.transform(test))
 
 
-def test_auto_rtol_draws_the_weak_directions_as_noise_with_single_pixel_patches():
-    # Grey restored images: their colours vary along R = G = B, and by 1 % across it, so with
-    # patches of one pixel two of the three directions fall under rtol="auto" (0.05).
+def nearly_grey_inputs():
+    """Grey restored images: their colours vary along R = G = B, and by 1 % across it, so with
+    patches of one pixel two of the three directions fall under rtol="auto" (0.05)."""
     rng = np.random.default_rng(4)
     grey = [0.2 + 0.6 * rng.random((40, 40, 1)) for _ in range(4)]
     restored = [np.clip(g + 0.01 * rng.standard_normal((40, 40, 3)), 0, 1) for g in grey]
     natural = [0.2 + 0.6 * rng.random((40, 40, 3)) for _ in range(4)]
-    fitted = {
-        rtol: LatentOTTransformer(vae="pixel", patch_size=1, rtol=rtol, random_state=0).fit(
-            restored, natural
-        )
-        for rtol in ("auto", None)
-    }
-    auto, plain = fitted["auto"].gaussian_ot_, fitted[None].gaussian_ot_
-    assert auto.rtol == 0.05 and plain.rtol is None
-    assert auto.noise_cov_ is not None and plain.noise_cov_ is None
-    # The plain map amplifies the 1 % residue some 20 times; the stochastic one leaves it out.
-    assert np.abs(np.linalg.eigvals(plain.transport_matrix_)).max() > 15
-    assert np.abs(np.linalg.eigvals(auto.transport_matrix_)).max() < 2
-    # Either way the outputs take the natural colour covariance (the noise supplies it).
+    return restored, natural
+
+
+def test_auto_rtol_drops_the_weak_directions_with_single_pixel_patches():
+    restored, natural = nearly_grey_inputs()
+
+    def fit(**params):
+        params = {"vae": "pixel", "patch_size": 1, "random_state": 0, **params}
+        return LatentOTTransformer(**params).fit(restored, natural)
+
+    default, noisy, plain = fit(), fit(noise_scale=1.0), fit(rtol=None)
+    assert default.gaussian_ot_.rtol == 0.05 and plain.gaussian_ot_.rtol is None
+    assert noisy.gaussian_ot_.noise_cov_ is not None and plain.gaussian_ot_.noise_cov_ is None
+    # The plain map amplifies the 1 % residue some 20 times; the cut one leaves it out.
+    assert np.abs(np.linalg.eigvals(plain.gaussian_ot_.transport_matrix_)).max() > 15
+    assert np.abs(np.linalg.eigvals(noisy.gaussian_ot_.transport_matrix_)).max() < 2
+    # Both take the outputs to the natural colour covariance (the noise supplies the cut part).
     target = np.cov(np.concatenate([n.reshape(-1, 3) for n in natural]).T)
-    for operator in fitted.values():
-        out = np.concatenate([o.reshape(-1, 3) for o in operator.transform(restored)])
-        assert np.linalg.norm(np.cov(out.T) - target) < 0.05 * np.linalg.norm(target)
+
+    def colour_cov(operator):
+        return np.cov(np.concatenate([o.reshape(-1, 3) for o in operator.transform(restored)]).T)
+
+    for operator in (noisy, plain):
+        assert np.linalg.norm(colour_cov(operator) - target) < 0.05 * np.linalg.norm(target)
+    # The default draws no noise: the same map, the cut directions left at the natural mean,
+    # so the outputs lack their variance and do not depend on the seed.
+    ot = default.gaussian_ot_
+    assert ot.noise_cov_ is None
+    assert np.array_equal(ot.transport_matrix_, noisy.gaussian_ot_.transport_matrix_)
+    short_of_target = target - noisy.gaussian_ot_.noise_cov_
+    assert np.linalg.norm(colour_cov(default) - short_of_target) < 0.05 * np.linalg.norm(target)
+    assert np.linalg.norm(short_of_target - target) > 0.3 * np.linalg.norm(target)
+    first = default.transform(restored)
+    reseeded = default.set_params(random_state=1).transform(restored)
+    assert all(np.array_equal(a, b) for a, b in zip(first, reseeded, strict=True))
     # Larger patches keep the paper's plain map: the fold would average the noise away.
     assert LatentOTTransformer(vae="pixel").fit(restored, natural).gaussian_ot_.rtol is None
     assert LatentOTTransformer.paper().rtol is None
+    assert LatentOTTransformer.paper().noise_scale == 1.0
+
+
+def test_noise_scale_scales_the_stochastic_maps_noise_and_zero_is_its_mean():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 4))
+    x[:, 3] = x[:, 0] - x[:, 1]  # a singular source: the stochastic map
+    target = rng.normal(size=(400, 4)) @ rng.normal(size=(4, 4))
+    full = GaussianOTTransformer(random_state=0).fit(x, target=target)
+    half = GaussianOTTransformer(noise_scale=0.5, random_state=0).fit(x, target=target)
+    zero = GaussianOTTransformer(noise_scale=0.0, random_state=0).fit(x, target=target)
+    assert np.allclose(half.noise_cov_, 0.25 * full.noise_cov_, atol=1e-12)
+    for scaled in (half, zero):
+        assert np.array_equal(scaled.transport_matrix_, full.transport_matrix_)
+    assert zero.noise_cov_ is None
+    # Zero gives the stochastic map's mean: the affine part alone, whatever the seed, with
+    # the covariance the noise leaves out, T Sigma_s T^T = Sigma_t - Sigma_w.
+    y = zero.transform(x)
+    expected = full.mean_target_ + (x - full.mean_source_) @ full.transport_matrix_.T
+    assert np.allclose(y, expected, atol=1e-10)
+    assert np.array_equal(zero.set_params(random_state=1).transform(x), y)
+    assert np.allclose(np.cov(y.T), full.cov_target_ - full.noise_cov_, atol=1e-8)
+    # A deterministic map has no noise to scale.
+    regular = rng.normal(size=(400, 4))
+    plain = GaussianOTTransformer().fit(regular, target=target)
+    quiet = GaussianOTTransformer(noise_scale=0.0).fit(regular, target=target)
+    assert np.array_equal(quiet.transform(regular), plain.transform(regular))
+    with pytest.raises(ValueError, match=r"noise_scale must be a number in \[0, 1\], got -1"):
+        GaussianOTTransformer(noise_scale=-1).fit(x, target=target)
+
+
+def test_operators_from_before_noise_scale_keep_drawing_the_noise(tmp_path):
+    restored, natural = nearly_grey_inputs()
+    params = {"vae": "pixel", "patch_size": 1, "random_state": 0}
+    dot = LatentOTTransformer(noise_scale=1.0, **params).fit(restored, natural)
+    expected = dot.transform(restored[0])
+    quiet = LatentOTTransformer(**params).fit(restored, natural)  # "auto": 0 at patch size 1
+    assert not np.array_equal(quiet.transform(restored[0]), expected)
+    state = dot.__getstate__()
+    del state["noise_scale"]  # what a pickle from before holds
+    inner = state["gaussian_ot_"].__getstate__()
+    del inner["noise_scale"]
+    state["gaussian_ot_"] = GaussianOTTransformer.__new__(GaussianOTTransformer)
+    state["gaussian_ot_"].__setstate__(inner)
+    old = LatentOTTransformer.__new__(LatentOTTransformer)
+    old.__setstate__(state)
+    assert old.noise_scale == 1.0 and old.gaussian_ot_.noise_scale == 1.0
+    assert np.array_equal(old.transform(restored[0]), expected)
+    tensors, metadata = operator_file_state(dot)
+    del metadata["params"]["noise_scale"]  # what a file from before holds
+    write_operator(tmp_path / "old.safetensors", tensors, metadata)
+    loaded = LatentOTTransformer.load(tmp_path / "old.safetensors")
+    assert loaded.noise_scale == 1.0
+    assert np.array_equal(loaded.transform(restored[0]), expected)

@@ -14,6 +14,7 @@ from ._options import (
     add_autoencoder_options,
     add_seed,
     command,
+    fraction_or_auto,
     positive_or_none,
 )
 
@@ -83,6 +84,16 @@ def add_parser(commands) -> None:
         "the transport changes detail, not colours and shading; 'none' decodes as the paper "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--noise-scale",
+        type=fraction_or_auto("--noise-scale"),
+        default=LatentOTTransformer().noise_scale,
+        metavar="S|auto",
+        help="noise drawn where the restored images lack variance, as a fraction of the "
+        "natural standard deviation: 0 leaves those directions at the natural mean, 1 is the "
+        "paper's stochastic map, 'auto' 0 for single-pixel patches and 1 for larger ones "
+        "(default: %(default)s)",
+    )
     add_seed(parser, default=0)
     add_autoencoder_options(parser, vae=DEFAULT_VAE, patch_size="auto")
 
@@ -95,7 +106,11 @@ def run(args, console: Console) -> int:
             f"--prior {args.prior} not found; build one with 'latent-ot prior IMAGES -o FILE'"
         )
     check_output_file(args.output)
-    params = {"fold_window": args.fold_window, "low_frequency_sigma": args.low_frequency_sigma}
+    params = {
+        "fold_window": args.fold_window,
+        "low_frequency_sigma": args.low_frequency_sigma,
+        "noise_scale": args.noise_scale,
+    }
     if natural is None:
         params["prior"] = "builtin" if args.prior is None else str(args.prior)
     operator = new_operator(args, resolve_vae(args.vae, console), **params)

@@ -283,6 +283,35 @@ def integer_or_auto(name: str) -> Callable[[str], int | str]:
     return parse
 
 
+def fraction_or_auto(name: str) -> Callable[[str], float | str]:
+    """The type of an option that takes ``auto`` or a number from 0 to 1.
+
+    Examples
+    --------
+    >>> fraction_or_auto("S")("auto"), fraction_or_auto("S")("0.5")
+    ('auto', 0.5)
+    >>> fraction_or_auto("S")("2")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: S must be 'auto' or a number in [0, 1], got '2'
+    """
+
+    def parse(text: str) -> float | str:
+        if text == "auto":
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not 0 <= value <= 1:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be 'auto' or a number in [0, 1], got {text!r}"
+            )
+        return value
+
+    return parse
+
+
 def positive_or_none(name: str) -> Callable[[str], float | None]:
     """The type of an option that takes ``none`` or a finite number above 0.
 

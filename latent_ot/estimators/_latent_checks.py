@@ -37,6 +37,7 @@ def check_params(operator: Any) -> None:
     check_choice(operator.interpolation, "interpolation", INTERPOLATIONS)
     if operator.low_frequency_sigma is not None:
         check_real(operator.low_frequency_sigma, "low_frequency_sigma", low=0, closed="neither")
+    _check_auto_or(operator.noise_scale, "noise_scale", "a number in [0, 1]", _check_fraction)
     for name in ("sample_latent", "verbose", "residual", "zero_shot"):
         check_bool(getattr(operator, name), name)
     _check_auto_or(operator.prior_scale, "prior_scale", "an int >= 1", check_int)
@@ -73,16 +74,34 @@ def resolve_rtol(rtol: Any, patch_size: int | None) -> float | None:
 
     ``"auto"`` is :data:`AUTO_RTOL` for single-pixel patches (``patch_size_ == 1``, what
     ``"auto"`` gives TAEF2): the directions in which the restored latents vary less than
-    that fraction of their largest variance are left out of the map, and their natural
-    variance is drawn as noise (the stochastic map) instead of amplifying what little the
-    restorer left there; in the quality benchmark that removed the stair-stepped edges of
-    super-resolution. For larger patches (and before a fit, ``None``) it is None, the
-    paper's plain map: the fold averages the noise of overlapping patches, which would take
-    most of its variance away.
+    that fraction of their largest variance are left out of the map (the stochastic map,
+    its noise scaled by ``noise_scale``) instead of amplifying what little the restorer left
+    there; in the quality benchmark that removed the stair-stepped edges of super-resolution.
+    For larger patches (and before a fit, ``None``) it is None, the paper's plain map: the
+    fold averages the noise of overlapping patches, which would take most of its variance
+    away.
     """
     if _is_auto(rtol):
         return AUTO_RTOL if patch_size == 1 else None
     return check_rtol(rtol)
+
+
+def _check_fraction(value: Any, name: str) -> float:
+    return check_real(value, name, low=0, high=1)
+
+
+def resolve_noise_scale(noise_scale: Any, patch_size: int | None) -> float:
+    """The fraction of the stochastic map's noise ``noise_scale`` means for patches of side
+    ``patch_size``.
+
+    ``"auto"`` is 0 for single-pixel patches, whose weak directions ``rtol="auto"`` cuts: the
+    noise, white from one latent pixel to the next, decodes into rims along edges and
+    speckle (the quality benchmark's collages). For larger patches (and before a fit) it is
+    1, the paper's stochastic map, which supplies what a singular covariance lacks.
+    """
+    if _is_auto(noise_scale):
+        return 0.0 if patch_size == 1 else 1.0
+    return _check_fraction(noise_scale, "noise_scale")
 
 
 def check_compatible(operator: Any, autoencoder: Any) -> None:

@@ -9,7 +9,7 @@ from ._common import json_params, stats_from, stats_tensors
 
 _TRANSPORT = "transport."
 
-PARAMS_ADDED_LATER = {"low_frequency_sigma": None}
+PARAMS_ADDED_LATER = {"low_frequency_sigma": None, "noise_scale": 1.0}
 """Parameters added after operator files and pickles existed, with the value that gives an
 older operator its old outputs."""
 

@@ -19,13 +19,13 @@ import torch
 from .. import memory
 from ..autoencoders import load_autoencoder
 from ..devices import resolve_device
-from ..distributed import gather_stats, report_failure, sum_counts
+from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
 from ..encoding import latent_patch_stats
 from ..patches import patch_dim
 from ..priors import NaturalPrior, has_builtin_prior, load_prior, restored_image_side
 from ..stats import GaussianStats
 from ._common import make_generator
-from ._latent_checks import resolve_patch_size, resolve_rtol
+from ._latent_checks import resolve_noise_scale, resolve_patch_size, resolve_rtol
 from .gaussian_transport import GaussianOTTransformer
 
 
@@ -71,6 +71,21 @@ class LatentFitMixin:
         self.natural_stats_ = GaussianStats(self.patch_dim_, device=device)
         self.n_images_restored_ = 0
         self.n_images_natural_ = 0
+
+    def _accumulate_sides(self, sides: dict, autoencoder) -> None:
+        """Add each side's images (None: none) to its statistics, across ranks when
+        synchronizing; then refit the map, also after a failed batch."""
+        try:
+            # One block for all batches: memory freed by one is reused by the next.
+            with memory.reusing_freed_memory(autoencoder):
+                if synchronizing():
+                    self._accumulate_across_ranks(sides, autoencoder)
+                else:
+                    for name, images in sides.items():
+                        if images is not None:
+                            self._accumulate(name, images, autoencoder)
+        finally:
+            self._fit_transport()
 
     def _accumulate(self, name: str, images, autoencoder) -> None:
         """Merge the patches of ``images`` into the ``name`` side, one batch at a time."""
@@ -134,6 +149,7 @@ class LatentFitMixin:
             rtol=resolve_rtol(self.rtol, getattr(self, "patch_size_", None)),
             shrinkage=self.shrinkage,
             max_gain=self.max_gain,
+            noise_scale=resolve_noise_scale(self.noise_scale, getattr(self, "patch_size_", None)),
             random_state=self.random_state,
         )
 

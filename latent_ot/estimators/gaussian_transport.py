@@ -15,6 +15,7 @@ from ..gaussian import (
     fit_gaussian_map,
     limit_gain,
     oas_shrinkage,
+    scale_noise,
     shrunk_covariance,
     w2_distance,
 )
@@ -99,6 +100,10 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
     max_gain : float or None, default=None
         Clamp the eigenvalues of the transport matrix at this value
         (:func:`latent_ot.gaussian.limit_gain`); None leaves the map as fitted.
+    noise_scale : float, default=1.0
+        Multiply the standard deviation of the stochastic map's noise by this value in
+        ``[0, 1]`` (:func:`latent_ot.gaussian.scale_noise`): ``1`` matches the target
+        covariance, ``0`` gives the map's mean, deterministic. No effect on a deterministic map.
     random_state : int, RandomState instance or None, default=None
         Seeds the noise of the stochastic map. The same int gives the same output on every
         call of ``transform``.
@@ -111,7 +116,8 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
     transport_matrix_ : ndarray of shape (n_features, n_features)
         ``T`` of the map ``x -> mean_target_ + T (x - mean_source_) (+ noise)``.
     noise_cov_ : ndarray of shape (n_features, n_features) or None
-        Covariance of the noise of the stochastic map; None when deterministic.
+        Covariance of the noise ``transform`` adds (``noise_scale ** 2`` times the stochastic
+        map's); None when it adds none.
     w2_ : float
         2-Wasserstein distance between the fitted Gaussians (not squared).
     source_stats_, target_stats_ : GaussianStats
@@ -145,6 +151,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         rtol=None,
         shrinkage=0.0,
         max_gain=None,
+        noise_scale=1.0,
         random_state=None,
     ):
         self.alpha = alpha
@@ -152,6 +159,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         self.rtol = rtol
         self.shrinkage = shrinkage
         self.max_gain = max_gain
+        self.noise_scale = noise_scale
         self.random_state = random_state
 
     # -- fitting -------------------------------------------------------------------------------
@@ -272,6 +280,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
             check_real(self.shrinkage, "shrinkage", low=0, high=1)
         if self.max_gain is not None:
             check_real(self.max_gain, "max_gain", low=0, closed="neither")
+        check_real(self.noise_scale, "noise_scale", low=0, high=1)
 
     def _as_target_stats(self, target) -> GaussianStats:
         if isinstance(target, GaussianStats):
@@ -318,6 +327,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
             if self.max_gain is not None:
                 matrix = limit_gain(ot_map.matrix, self.max_gain)
                 ot_map = GaussianMap(ot_map.mean_source, mean_t, matrix, ot_map.noise_factor)
+            ot_map = scale_noise(ot_map, self.noise_scale)
             w2 = float(w2_distance(mean_s, cov_s, mean_t, cov_t))
         self._set_map(ot_map, w2)
 
@@ -469,9 +479,14 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         """Set the fitted state from what :meth:`file_state` returned (read from a file)."""
         restore_transport(self, tensors, metadata, prefix)
 
+    def __setstate__(self, state: dict) -> None:
+        # A pickle from before noise_scale existed drew all of the noise.
+        super().__setstate__({"noise_scale": 1.0, **state})
+
     def __getstate__(self) -> dict:
-        # Pickles load anywhere: state goes to the CPU, the per-device cache is rebuilt.
-        state = super().__getstate__()
+        # Pickles load anywhere: state goes to the CPU, the per-device cache is rebuilt. A
+        # copy: on Python 3.11+ the default state is the live __dict__ itself.
+        state = dict(super().__getstate__())
         state["_map_cache"] = {}
         if state.get("_gaussian_map") is not None:
             state["_gaussian_map"] = state["_gaussian_map"].to("cpu")

@@ -10,10 +10,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ..distributed import synchronizing
 from ..encoding import DEFAULT_PATCH_CHUNK_SIZE
 from ..io import ImageSource
-from ..memory import reusing_freed_memory
 from ..serialization import read_operator, write_operator
 from ._common import check_alpha
 from ._latent_checks import check_compatible, check_mergeable, check_params
@@ -35,6 +33,7 @@ PAPER_RECIPE = {
     "fold_window": "uniform",
     "shrinkage": 0.0,
     "max_gain": None,
+    "noise_scale": 1.0,
     "residual": False,
     "interpolation": "pixel",
     "low_frequency_sigma": None,
@@ -106,17 +105,22 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
     rtol : float, "auto" or None, default="auto"
         Relative eigenvalue tolerance deciding singularity (see
         :class:`GaussianOTTransformer`): directions in which the restored patches vary less
-        than ``rtol`` times their largest variance count as absent, and with
-        ``stochastic="auto"`` their natural variance is drawn as noise (seeded by
-        ``random_state``) instead of amplified. ``"auto"`` is 0.05 for patches of one latent
-        pixel (``patch_size_ == 1``, TAEF2's default), where the quality benchmark chose it,
-        and None (``d * eps``, the paper's) for larger ones, whose fold would average the
-        noise away.
+        than ``rtol`` times their largest variance count as absent: with
+        ``stochastic="auto"`` the map drops the input's content there instead of amplifying
+        it, and draws their natural variance as noise scaled by ``noise_scale`` (seeded by
+        ``random_state``). ``"auto"`` is 0.05 for patches of one latent pixel
+        (``patch_size_ == 1``, TAEF2's default), where the quality benchmark chose it, and
+        None (``d * eps``, the paper's) for larger ones.
     shrinkage : float or "oas", default=0.0
         Shrink the restored patches' covariance toward the scaled identity before the map is
         fitted (see :class:`GaussianOTTransformer`); ``0`` is the paper's plain map.
     max_gain : float or None, default=None
         Clamp the eigenvalues of the transport matrix (see :class:`GaussianOTTransformer`).
+    noise_scale : float or "auto", default="auto"
+        The stochastic map's noise, as a fraction in ``[0, 1]`` of the standard deviation
+        that gives the natural covariance (see :class:`GaussianOTTransformer`); ``1`` is the
+        paper's. ``"auto"`` is 0 for patches of one latent pixel, leaving the directions
+        ``rtol`` cuts at the natural mean (see :ref:`choosing-noise`), and 1 for larger ones.
     residual : bool, default=False
         Decode the change only, ``x + D(T(E(x))) - D(E(x))``: what the autoencoder cannot
         reconstruct stays out of it (a second decode; see :mod:`latent_ot.transport`).
@@ -131,10 +135,8 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         Keep the input's coarse content: every output's band below a Gaussian low-pass of
         this many pixels is replaced by the input's, ``y + G * (x - y)``
         (:func:`latent_ot.transport.gaussian_low_pass`), so the transport changes detail,
-        not colours and shading, which restorers get right. In the quality benchmark it
-        cut the PSNR lost at ``alpha = 0`` by more than half and kept the realism gained for
-        super-resolution and JPEG (less of it for denoising); the value was chosen there.
-        None returns the decoded images as they are (the paper).
+        not colours and shading, which restorers get right (see
+        :ref:`choosing-low-frequencies`). None returns the decoded images as they are.
     zero_shot : bool, default=False
         At transform time, take the restored side's statistics from each image itself
         instead of from the fit (the natural side stays the fitted one, which is not
@@ -208,6 +210,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         rtol="auto",
         shrinkage=0.0,
         max_gain=None,
+        noise_scale="auto",
         residual=False,
         interpolation="latent",
         low_frequency_sigma=6.0,
@@ -231,6 +234,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         self.rtol = rtol
         self.shrinkage = shrinkage
         self.max_gain = max_gain
+        self.noise_scale = noise_scale
         self.residual = residual
         self.interpolation = interpolation
         self.low_frequency_sigma = low_frequency_sigma
@@ -306,18 +310,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
             self._start_fit(autoencoder)
         else:
             check_compatible(self, autoencoder)
-        sides = {name: images for name, images in (("restored", restored), ("natural", natural))}
-        try:
-            # One block for all batches: memory freed by one is reused by the next.
-            with reusing_freed_memory(autoencoder):
-                if synchronizing():
-                    self._accumulate_across_ranks(sides, autoencoder)
-                else:
-                    for name, images in sides.items():
-                        if images is not None:
-                            self._accumulate(name, images, autoencoder)
-        finally:
-            self._fit_transport()
+        self._accumulate_sides({"restored": restored, "natural": natural}, autoencoder)
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -481,7 +474,8 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
     def __getstate__(self) -> dict:
         # The loaded autoencoder is re-created from `vae` after loading; statistics go to the
         # CPU so that a pickle made on a GPU loads anywhere.
-        state = super().__getstate__()
+        # A copy: on Python 3.11+ the default state is the live __dict__ itself.
+        state = dict(super().__getstate__())
         state.pop("_autoencoder_cache", None)
         state.pop("_prior_cache", None)
         for name in ("restored_stats_", "natural_stats_"):
