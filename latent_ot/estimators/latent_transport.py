@@ -174,6 +174,10 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
     :mod:`latent_ot.io`). Sizes that are not multiples of the autoencoder's factor are
     reflect-padded and cropped back, so outputs have exactly the input's size.
 
+    The parameters that shape the fitted map (``prior``, ``prior_scale``, ``patch_size``,
+    ``stochastic``, ``rtol``, ``shrinkage``, ``max_gain``, ``noise_scale``) take effect at the
+    next ``fit`` or ``partial_fit``; the others at every ``transform``.
+
     Pickling (``joblib.dump``) stores the statistics and how to re-create the autoencoder
     (its name or path), not its weights; an autoencoder given as an instance is a parameter
     and is pickled with its weights.
