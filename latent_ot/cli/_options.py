@@ -283,6 +283,26 @@ def integer_or_auto(name: str) -> Callable[[str], int | str]:
     return parse
 
 
+def _number_or_word(
+    name: str, word: str, word_value: Any, accepts: Callable[[float], bool], expected: str
+) -> Callable[[str], Any]:
+    """The type of an option that takes ``word`` (parsed as ``word_value``) or a number that
+    ``accepts`` (NaN for text that is no number), ``expected`` naming those in errors."""
+
+    def parse(text: str) -> Any:
+        if text == word:
+            return word_value
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"{name} must be {word!r} or {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
 def fraction_or_auto(name: str) -> Callable[[str], float | str]:
     """The type of an option that takes ``auto`` or a number from 0 to 1.
 
@@ -295,21 +315,7 @@ def fraction_or_auto(name: str) -> Callable[[str], float | str]:
     ...
     argparse.ArgumentTypeError: S must be 'auto' or a number in [0, 1], got '2'
     """
-
-    def parse(text: str) -> float | str:
-        if text == "auto":
-            return text
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not 0 <= value <= 1:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be 'auto' or a number in [0, 1], got {text!r}"
-            )
-        return value
-
-    return parse
+    return _number_or_word(name, "auto", "auto", lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def positive_or_none(name: str) -> Callable[[str], float | None]:
@@ -324,19 +330,7 @@ def positive_or_none(name: str) -> Callable[[str], float | None]:
     ...
     argparse.ArgumentTypeError: S must be 'none' or a number > 0, got '0'
     """
-
-    def parse(text: str) -> float | None:
-        if text == "none":
-            return None
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{name} must be 'none' or a number > 0, got {text!r}")
-        return value
-
-    return parse
+    return _number_or_word(name, "none", None, lambda v: math.isfinite(v) and v > 0, "a number > 0")
 
 
 def real(name: str, low: float | None = None) -> Callable[[str], float]:
