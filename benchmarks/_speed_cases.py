@@ -81,7 +81,7 @@ def run_image_case(case: dict) -> dict:
     """One autoencoder, one size, one kind of measurement; runs in a child process."""
     import torch
 
-    from latent_ot.devices import keep_freed_cpu_memory
+    from latent_ot.memory import keep_freed_cpu_memory
 
     if case["keep_freed_memory"]:
         keep_freed_cpu_memory()
@@ -296,8 +296,8 @@ def folder_case(case: dict, autoencoder) -> dict:
     overlapped and in turn, against the autoencoder alone on the same images in memory; the
     passes take turns every ``chunk`` photos (10), all in one block of memory reuse, as
     ``latent-ot transform`` runs its files."""
-    from latent_ot.encoding import pad_to_multiple
     from latent_ot.images import ImageSource, transform_files
+    from latent_ot.pipeline import pad_to_multiple
 
     files = folder_photos(case["shared"], case["n_images"])
     operator = fitted_operator(case, autoencoder, 256)

@@ -45,7 +45,7 @@ def run_gaussian_case(case: dict) -> dict:
     """One library's Gaussian stage, fit + transform, on the same seeded data; median seconds."""
     import numpy as np
 
-    from latent_ot.devices import keep_freed_cpu_memory
+    from latent_ot.memory import keep_freed_cpu_memory
 
     if case.get("keep_freed_memory"):
         keep_freed_cpu_memory()
@@ -302,7 +302,7 @@ def main(argv=None) -> None:
         "--keep-freed-memory",
         action="store_true",
         help="run every case with freed memory kept for reuse for the whole process "
-        "(latent_ot.devices.keep_freed_cpu_memory)",
+        "(latent_ot.memory.keep_freed_cpu_memory)",
     )
     parser.add_argument("--skip-images", action="store_true")
     parser.add_argument("--skip-folder", action="store_true")

@@ -1,27 +1,38 @@
 """Quality benchmark: does the latent transport make classical restorations look natural,
 and what does it cost in distortion? Runs offline on the shared images.
 
-For each task (denoising sigma 50 by non-local means, bicubic x4 super-resolution, JPEG
-quality 10 decoded), each variant of `latent_ot.LatentOTTransformer` (`VARIANTS`) and each
-source of natural statistics (``--natural``: 10 clean CBSD68 images, or the package's
-built-in prior with no natural images at all), it
+For each task (learned x4 and x2 super-resolution by two UpscalerJS networks, denoising
+sigma 50 by non-local means, bicubic x4 super-resolution, JPEG quality 10 decoded), each
+variant of `latent_ot.LatentOTTransformer` (`VARIANTS`) and each source of natural statistics
+(``--natural``: 10 clean CBSD68 images, or the package's built-in prior with no natural
+images at all), it
 
 1. fits the transport on 10 restored CBSD68 images (and 10 other, clean ones);
-2. transports held-out test images (Set14, ``wikipedia-photos`` 036 to 049) for every
-   alpha at once (`LatentOTTransformer.sweep`); the restorer's output is ``alpha = 1``;
-3. measures PSNR and SSIM against the clean images, the Frechet distance and KID of
-   MobileNet-v1 embeddings of 256 px crops (perceptual surrogates; real FID/KID too where
+2. transports the held-out images of ``--split`` (``validation``: Set14 and
+   ``wikipedia-photos`` 036 to 042, where options and defaults are chosen; ``test``:
+   ``wikipedia-photos`` 043 to 049, Set5 and the CBSD68 images no fit uses, for the report
+   and nothing else) for every alpha at once (`LatentOTTransformer.sweep`); the restorer's
+   output is ``alpha = 1``. Cycle-spinning variants (`CYCLE_SPINS`) transport the image at
+   several sub-latent shifts and average;
+3. measures PSNR and SSIM against the clean images, the latent-grid score
+   (`latent_ot.metrics.latent_grid_score`), the Frechet distance and KID of 256 px crops in
+   two feature networks, MobileNet-v1 embeddings and pooled deep features of an RDN x2
+   that nothing here was tuned on (perceptual surrogates; real FID/KID too where
    torch-fidelity and its weights are present) and the no-reference BRISQUE score;
-4. writes, under ``--output``: per run ``<task>/<variant>-<natural>/`` the table over
-   alpha (``table.md``, ``table.csv``), the perception-distortion curve and collages of
-   crops of every test image at each alpha; and ``summary.md``/``summary.csv`` with one row
-   per (task, variant, natural): the KID drop at the best alpha within 1 dB of the
-   restorer's PSNR and the PSNR loss at ``alpha = 0``.
+4. writes, under ``--output/<split>``: per run ``<task>/<variant>-<natural>/`` the table
+   over alpha (``table.md``, ``table.csv``), the perception-distortion curve, collages of
+   crops of every test image at each alpha and, at 2x zoom (nearest neighbour), of each
+   image's finest structure at alpha 0, the default alpha and 1 (``fine_*.png``); and
+   ``summary.md``/``summary.csv`` with one row per (task, variant, natural): the KID drop
+   at the best alpha within 1 dB of the restorer's PSNR, the PSNR loss at ``alpha = 0``,
+   the grid score and the second network's KID change.
+
+Restored images are cached under ``--cache`` (the learned networks take minutes).
 
 Run from the repository root (``pip install -e .[bench]`` first)::
 
-    python benchmarks/quality.py --quick        # a few minutes on 2 CPU cores
-    python benchmarks/quality.py                # the full benchmark
+    python benchmarks/quality.py --quick        # under 5 minutes on 2 CPU cores
+    python benchmarks/quality.py --split test   # the full benchmark, on the test split
     python benchmarks/quality.py --variant default paper --natural cbsd68
 
 A new option of `LatentOTTransformer` is one line in `VARIANTS`.
@@ -30,6 +41,7 @@ A new option of `LatentOTTransformer` is one line in `VARIANTS`.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import shlex
@@ -43,88 +55,86 @@ import numpy as np
 import torch
 from _quality_measures import (
     EMBEDDING_MODEL,
+    RDN_MODEL,
     Brisque,
     MobileNetEmbedding,
+    RDNFeatures,
     distribution_measures,
     inception_status,
+    judge_numbers,
     measure,
     summary_numbers,
 )
-from _quality_tasks import TASKS, TaskImages, center_crop, prepare
+from _quality_tasks import SPLITS, TASKS, TaskImages, center_crop, prepare
+from PIL import Image, ImageDraw
 
-from latent_ot import LatentOTTransformer
+from latent_ot import GaussianOTTransformer, LatentOTTransformer
+from latent_ot.apps.reports import collage, plot_perception_distortion, write_csv, write_markdown
 from latent_ot.autoencoders import load_autoencoder
 from latent_ot.cli import parse_alphas
-from latent_ot.reporting import collage, plot_perception_distortion, write_csv, write_markdown
+from latent_ot.metrics import latent_grid_score
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = ROOT.parent / "shared"
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "output" / "quality"
+DEFAULT_CACHE = ROOT / "benchmarks" / "output" / "cache"
 
 # What every variant starts from: TAEF2, the one pretrained autoencoder available offline.
 BASE_PARAMS: dict[str, Any] = {"vae": "taef2"}
 # Variant name -> LatentOTTransformer keyword arguments, on top of BASE_PARAMS (the command
-# line sets device and random_state). A new option is one line here.
+# line sets device and random_state). A new option is one line here. (The variants of options
+# since removed, shrinkage, max_gain, zero_shot, residual and fold_window, are gone; their
+# measurements stay in benchmarks/README.md.)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},  # patch_size="auto": 1 for TAEF2; rtol="auto": 0.05; low_frequency_sigma=6;
-    # noise_scale=0
+    "default": {},  # patch_size="auto": 1 for TAEF2, whose map is rtol 0.05 and noise_scale 0;
+    # interpolation="latent"; low_frequency_sigma=6
+    "patch-2": {"patch_size": 2},
     "patch-3": {"patch_size": 3},  # the default before patch_size="auto"
     # The paper's recipe, with TAEF2 for its SD VAE (not available offline).
-    "paper": LatentOTTransformer.paper(vae="taef2").get_params(),
-    "residual": {"residual": True},
-    "latent-interpolation": {"interpolation": "latent"},
-    "shrinkage-oas": {"shrinkage": "oas"},
-    "max-gain-2": {"max_gain": 2.0},
-    "zero-shot": {"zero_shot": True},
-    # Combinations with latent interpolation, the one option that moved the curve alone.
-    "latent-gain-1.5": {"interpolation": "latent", "max_gain": 1.5},
-    "latent-gain-2.5": {"interpolation": "latent", "max_gain": 2.5},
-    "latent-patch-2": {"interpolation": "latent", "patch_size": 2},
-    "latent-gaussian-fold": {"interpolation": "latent", "fold_window": "gaussian"},
-    "latent-residual": {"interpolation": "latent", "residual": True},
-    # Against the artifacts at alpha = 0: smaller patches, fewer amplified directions; and
-    # zero-shot where the patch vectors are short enough to estimate from one image.
-    "gain-1.5-patch-2": {"max_gain": 1.5, "patch_size": 2},
-    "gain-1.5-gaussian-fold": {"max_gain": 1.5, "fold_window": "gaussian"},
-    "patch-1": {"patch_size": 1},  # what "auto" gives TAEF2
-    "zero-shot-patch-1": {"zero_shot": True, "patch_size": 1},
+    "paper": LatentOTTransformer.paper(vae="taef2").get_params(deep=False),
+    "pixel-interpolation": {"interpolation": "pixel"},
     # The stochastic map with the source's weak directions (eigenvalues under rtol times the
     # largest) cut: their target variance comes as fresh noise instead of amplified content.
-    "stochastic-rtol-0.05": {"stochastic": "always", "rtol": 0.05},
-    "stochastic-rtol-0.1": {"stochastic": "always", "rtol": 0.1},
-    "patch-3-stochastic-rtol-0.01": {"patch_size": 3, "stochastic": "always", "rtol": 0.01},
-    # The same cut with stochastic="auto": the stochastic map only where a direction is cut.
-    "rtol-0.02": {"rtol": 0.02},
-    "rtol-0.03": {"rtol": 0.03},
-    "rtol-0.05": {"rtol": 0.05},
+    "stochastic-rtol-0.05": {"transport": GaussianOTTransformer(stochastic="always", rtol=0.05)},
+    "stochastic-rtol-0.1": {"transport": GaussianOTTransformer(stochastic="always", rtol=0.1)},
+    # The same cut with stochastic="auto", the noise drawn at noise_scale times its variance
+    # (0, the default for TAEF2: the mean; 1: the stochastic map).
+    "rtol-0.02": {"transport": GaussianOTTransformer(rtol=0.02, noise_scale=0.0)},
+    "rtol-0.1": {"transport": GaussianOTTransformer(rtol=0.1, noise_scale=0.0)},
+    "rtol-0.2": {"transport": GaussianOTTransformer(rtol=0.2, noise_scale=0.0)},
+    "noise-1": {"transport": GaussianOTTransformer(rtol=0.05, noise_scale=1.0)},
+    "noise-0.5": {"transport": GaussianOTTransformer(rtol=0.05, noise_scale=0.5)},
     # The input's band under a Gaussian low-pass of sigma pixels kept (default: 6).
     "low-pass-off": {"low_frequency_sigma": None},
     "low-pass-3": {"low_frequency_sigma": 3.0},
     "low-pass-8": {"low_frequency_sigma": 8.0},
     "patch-3-low-pass-8": {"patch_size": 3, "low_frequency_sigma": 8.0},
-    # More weak directions drawn as noise, now that the low-pass leaves PSNR to spend.
-    "rtol-0.1": {"rtol": 0.1},
-    "rtol-0.2": {"rtol": 0.2},
-    # Against the halos of super-resolution at alpha = 0: the map's largest gains limited.
-    "max-gain-1.5": {"max_gain": 1.5},
-    "max-gain-1.25": {"max_gain": 1.25},
-    # The noise drawn in the directions rtol cuts: 1 is the stochastic map (the default
-    # before), 0 (the default) its mean.
-    "noise-1": {"noise_scale": 1.0},
-    "noise-0.5": {"noise_scale": 0.5},
 }
+# Cycle spinning: the defaults, the image transported at sub-latent shifts (rows, columns) of
+# the 8 px latent grid (reflect-padded), shifted back and averaged.
+CYCLE_SPINS: dict[str, tuple[tuple[int, int], ...]] = {
+    "cycle-spin-2": ((0, 0), (4, 4)),
+    "cycle-spin-4": ((0, 0), (0, 4), (4, 0), (4, 4)),
+    "cycle-spin-16": tuple((dy, dx) for dy in range(0, 8, 2) for dx in range(0, 8, 2)),
+}
+VARIANTS.update({name: {} for name in CYCLE_SPINS})
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}
 NATURALS = ("cbsd68", "prior")
 ALPHAS = (-0.5, 0.0, 0.25, 0.5, 0.75, 1.0)
 QUICK_ALPHAS = (0.0, 0.5, 1.0)
+# --quick: the defaults a user gets (the built-in prior), 256 px crops, the two x4
+# super-resolution tasks (learned and bicubic); the learned x2 network is the slowest restorer.
+QUICK_TASKS = ("learned_sr_x4", "super_resolution")
+FINE_CROP = 96  # px of the fine-structure crops, shown at 2x zoom
 COLLAGE_ROWS = 4  # test images per collage
 # The columns of summary.md (summary.csv has them all).
 SUMMARY_SHOWN = (
     "task", "variant", "natural", "restorer_psnr", "restorer_kid", "best_alpha", "best_kid",
-    "kid_drop_pct", "kid_excess_drop_pct", "psnr_loss_at_0", "kid_at_0", "clean_kid_mobilenet",
+    "kid_drop_pct", "psnr_loss_at_0", "kid_at_0", "rdn_kid_change_best_pct",
+    "rdn_kid_change_at_0_pct", "grid_restorer", "grid_best", "grid_at_0", "grid_at_default",
     "brisque_restorer", "brisque_best", "brisque_at_0", "clean_brisque", "fit_s", "sweep_s",
-    "measure_s",
+    "sweep_s_per_image", "measure_s",
 )  # fmt: skip
 
 
@@ -138,18 +148,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="the shared folder")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results (created)")
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: all")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="validation",
+        help="validation (choosing options and defaults) or test (the report, nothing else)",
+    )
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="restored images")
     parser.add_argument(
         "--variant", nargs="+", choices=list(VARIANTS), default=["default"], dest="variants"
     )
     parser.add_argument(
         "--natural",
         choices=(*NATURALS, "both"),
-        default="both",
-        help="natural statistics from 10 clean CBSD68 images, from the built-in prior, or both",
+        help="natural statistics from 10 clean CBSD68 images, from the built-in prior, or "
+        "both (default: both; prior with --quick)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="test crops of 256 px, alphas 0, 0.5, 1"
+        "--quick",
+        action="store_true",
+        help=f"crops of 256 px, alphas 0, 0.5, 1, the prior, tasks {' '.join(QUICK_TASKS)}",
     )
     parser.add_argument(
         "--alphas",
@@ -170,6 +189,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.alphas = sorted({*(args.alphas or (QUICK_ALPHAS if args.quick else ALPHAS)), 0.0, 1.0})
     args.size = args.size or (256 if args.quick else 512)
+    args.tasks = args.tasks or list(QUICK_TASKS if args.quick else TASKS)
+    args.natural = args.natural or ("prior" if args.quick else "both")
+    args.default_alpha = float(LatentOTTransformer().alpha)
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     for name in ("size", "crop_size", "collage_crop"):
@@ -184,16 +206,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- measures
 
 
-def build_measures(shared: Path) -> tuple[MobileNetEmbedding | None, Brisque | None, bool]:
-    """The feature network, the BRISQUE scorer and whether real FID/KID run; says what is
-    left out and why."""
-    extractor = brisque = None
+Measures = tuple[dict[str, Any], "Brisque | None", bool]
+
+
+def build_measures(shared: Path) -> Measures:
+    """The feature networks (name -> network), the BRISQUE scorer and whether real FID/KID
+    run; says what is left out and why."""
+    extractors: dict[str, Any] = {}
+    brisque = None
     try:
-        extractor = MobileNetEmbedding(shared / EMBEDDING_MODEL)
+        extractors["mobilenet"] = MobileNetEmbedding(shared / EMBEDDING_MODEL)
     except ImportError:
-        print("FD/KID surrogates skipped: pip install ai-edge-litert (or .[bench])")
+        print("MobileNet FD/KID skipped: pip install ai-edge-litert (or .[bench])")
     except ValueError as error:  # the interpreter's word for a missing or broken file
-        print(f"FD/KID surrogates skipped: {shared / EMBEDDING_MODEL}: {error}")
+        print(f"MobileNet FD/KID skipped: {shared / EMBEDDING_MODEL}: {error}")
+    if (shared / RDN_MODEL).is_file():
+        extractors["rdn"] = RDNFeatures(shared / RDN_MODEL)
+    else:
+        print(f"RDN FD/KID skipped: no {shared / RDN_MODEL}")
     try:
         brisque = Brisque()
     except ImportError as error:
@@ -201,7 +231,7 @@ def build_measures(shared: Path) -> tuple[MobileNetEmbedding | None, Brisque | N
     reason = inception_status()
     if reason is not None:
         print(f"real FID/KID skipped: {reason}")
-    return extractor, brisque, reason is None
+    return extractors, brisque, reason is None
 
 
 # --------------------------------------------------------------------------- runs
@@ -213,7 +243,7 @@ class PriorUnavailable(RuntimeError):
 
 def make_operator(variant: str, args: argparse.Namespace) -> LatentOTTransformer:
     """The unfitted operator of ``variant``; a clear error for options this version lacks."""
-    params = {**BASE_PARAMS, **VARIANTS[variant], "device": args.device}
+    params = {**BASE_PARAMS, **copy.deepcopy(VARIANTS[variant]), "device": args.device}
     params["random_state"] = args.seed
     try:
         return LatentOTTransformer(**params)
@@ -239,24 +269,60 @@ def fit_operator(
         ) from error
 
 
+def spun_sweep(
+    operator: LatentOTTransformer,
+    images: list[np.ndarray],
+    alphas: Sequence[float],
+    shifts: Sequence[tuple[int, int]] = ((0, 0),),
+    period: int = 8,
+) -> list[list[np.ndarray]]:
+    """`LatentOTTransformer.sweep` with cycle spinning: for each ``(dy, dx)`` shift, each
+    image reflect-padded by ``dy`` rows on top and ``dx`` columns on the left (and by the
+    rest of ``period`` at the bottom and right, so that its size stays a multiple of the
+    latent grid), transported, cropped back; the outputs averaged over the shifts.
+
+    The latent grid then falls at a different place of the image in each pass, and the
+    average spreads the grid's pattern over the shifts' phases. One shift ``(0, 0)`` is the
+    plain sweep, bit for bit.
+    """
+    if tuple(shifts) == ((0, 0),):
+        return operator.sweep(images, alphas)
+    sums = [[np.zeros(image.shape) for image in images] for _ in alphas]
+    for dy, dx in shifts:
+        pad = ((dy, (period - dy) % period), (dx, (period - dx) % period), (0, 0))
+        padded = [np.pad(image, pad, mode="reflect") for image in images]
+        for total, outputs in zip(sums, operator.sweep(padded, alphas), strict=True):
+            for k, (image, output) in enumerate(zip(images, outputs, strict=True)):
+                height, width = image.shape[:2]
+                total[k] += output[dy : dy + height, dx : dx + width]
+    return [[to_uint8_mean(total, len(shifts)) for total in totals] for totals in sums]
+
+
+def to_uint8_mean(total: np.ndarray, count: int) -> np.ndarray:
+    """A sum of ``count`` uint8 images back to their mean, rounded to uint8."""
+    return np.clip(np.round(total / count), 0, 255).astype(np.uint8)
+
+
 def run_one(
     operator: LatentOTTransformer,
     images: TaskImages,
     natural: str,
     folder: Path,
     args: argparse.Namespace,
-    measures: tuple[MobileNetEmbedding | None, Brisque | None, bool],
+    measures: Measures,
     clean_kid: float,
+    shifts: Sequence[tuple[int, int]] = ((0, 0),),
 ) -> dict[str, Any]:
     """Fit, sweep, measure and write one (task, variant, natural); returns its summary."""
-    extractor, brisque, inception = measures
+    extractors, brisque, inception = measures
     times = {}
     start = time.perf_counter()
     operator = fit_operator(operator, images, natural)
     times["fit_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    outputs = operator.sweep(images.restored, args.alphas)
+    outputs = spun_sweep(operator, images.restored, args.alphas, shifts)
     times["sweep_s"] = time.perf_counter() - start
+    times["sweep_s_per_image"] = times["sweep_s"] / len(images.restored)
     start = time.perf_counter()
     rows = [
         {
@@ -264,7 +330,7 @@ def run_one(
             **measure(
                 images_at_alpha,
                 images.clean,
-                extractor=extractor,
+                extractors=extractors,
                 brisque=brisque,
                 crop_size=args.crop_size,
                 inception=inception,
@@ -278,8 +344,9 @@ def run_one(
     write_run(rows, outputs, images, folder, args)
     times["write_s"] = time.perf_counter() - start
     numbers = {}
-    if extractor is not None:
+    if "mobilenet" in extractors:
         numbers = summary_numbers(rows, clean_kid=clean_kid)
+    numbers.update(judge_numbers(rows, numbers.get("best_alpha", 1.0), args.default_alpha))
     brisque_at = {row["alpha"]: row.get("brisque", math.nan) for row in rows}
     return {
         **numbers,
@@ -311,6 +378,7 @@ def write_run(
     for page, start in enumerate(range(0, len(images.names), COLLAGE_ROWS), start=1):
         picked = range(start, min(start + COLLAGE_ROWS, len(images.names)))
         write_collage(outputs, images, picked, args, folder / f"collage_{page:02d}.png")
+        write_fine_collage(outputs, images, picked, args, folder / f"fine_{page:02d}.png")
 
 
 def write_collage(
@@ -334,24 +402,89 @@ def write_collage(
     collage(rows, titles).save(path, optimize=True)
 
 
+def finest_window(image: np.ndarray, size: int, step: int = 16) -> tuple[int, int]:
+    """The top left corner of the ``size`` px square of ``image`` with the most fine
+    structure: the largest mean absolute Laplacian of the grey levels, on a ``step`` grid."""
+    grey = image.astype(np.float64).mean(axis=2)
+    laplacian = np.abs(
+        4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    )
+    size = min(size, *laplacian.shape)
+    corners = [
+        (top, left)
+        for top in range(0, laplacian.shape[0] - size + 1, step)
+        for left in range(0, laplacian.shape[1] - size + 1, step)
+    ]
+    return max(corners, key=lambda c: laplacian[c[0] : c[0] + size, c[1] : c[1] + size].mean())
+
+
+def zoomed_grid(rows: dict[str, list[np.ndarray]], titles: Sequence[str], zoom: int) -> Image.Image:
+    """Equal-size tiles, each enlarged ``zoom`` times by nearest neighbour (every pixel
+    shown as a block, nothing resampled), with a title above each column and a label above
+    each row."""
+    tiles = [[tile.repeat(zoom, 0).repeat(zoom, 1) for tile in row] for row in rows.values()]
+    height, width = tiles[0][0].shape[:2]
+    gap, text = 4, 14
+    canvas = Image.new(
+        "RGB",
+        (len(titles) * (width + gap), len(rows) * (height + text + gap) + text),
+        "white",
+    )
+    draw = ImageDraw.Draw(canvas)
+    for column, title in enumerate(titles):
+        draw.text((column * (width + gap) + 2, 0), title, fill="black")
+    for r, (label, row) in enumerate(zip(rows, tiles, strict=True)):
+        top = text + r * (height + text + gap)
+        draw.text((2, top), label, fill="black")
+        for column, tile in enumerate(row):
+            canvas.paste(Image.fromarray(tile), (column * (width + gap), top + text))
+    return canvas
+
+
+def write_fine_collage(
+    outputs: list[list[np.ndarray]],
+    images: TaskImages,
+    picked: range,
+    args: argparse.Namespace,
+    path: Path,
+) -> None:
+    """Each picked image's finest ``FINE_CROP`` px square at 2x zoom: clean, the restorer,
+    the default alpha and alpha 0."""
+    wanted = sorted({1.0, args.default_alpha, 0.0}, reverse=True)
+    columns = [args.alphas.index(alpha) for alpha in wanted if alpha in args.alphas]
+    titles = ["clean"] + [f"alpha={args.alphas[k]:g}" for k in columns]
+    rows = {}
+    for i in picked:
+        top, left = finest_window(images.clean[i], FINE_CROP)
+        size = min(FINE_CROP, *images.clean[i].shape[:2])
+
+        def crop(image: np.ndarray) -> np.ndarray:
+            return image[top : top + size, left : left + size]  # noqa: B023 (used at once)
+
+        row = [images.clean[i]] + [outputs[k][i] for k in columns]
+        rows[images.names[i]] = [crop(image) for image in row]
+    zoomed_grid(rows, titles, zoom=2).save(path, optimize=True)
+
+
 def clean_baseline(
     images: TaskImages,
     args: argparse.Namespace,
-    measures: tuple[MobileNetEmbedding | None, Brisque | None, bool],
+    measures: Measures,
 ) -> dict[str, float]:
     """The floor of the perceptual measures: clean test images against clean test images
-    (the halves of `distribution_measures`), and their mean BRISQUE."""
-    extractor, brisque, inception = measures
+    (the halves of `distribution_measures`), their mean BRISQUE and grid score."""
+    extractors, brisque, inception = measures
     floor = distribution_measures(
         images.clean,
         images.clean,
-        extractor=extractor,
+        extractors=extractors,
         inception=inception,
         crop_size=args.crop_size,
         seed=args.seed,
     )
     if brisque is not None:
         floor["brisque"] = float(np.mean([brisque(image) for image in images.clean]))
+    floor["grid"] = float(np.mean([latent_grid_score(image) for image in images.clean]))
     return {f"clean_{name}": value for name, value in floor.items()}
 
 
@@ -387,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     use_shared_taef2_if_not_bundled(args.shared)
+    args.output = args.output / args.split
     args.output.mkdir(parents=True, exist_ok=True)
     command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv)
     (args.output / "command.txt").write_text(command + "\n", encoding="utf-8")
@@ -402,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             n_fit=args.n_fit,
             size=args.size,
             seed=args.seed,
+            split=args.split,
+            cache=args.cache,
         )
         prepare_s = time.perf_counter() - start
         print(f"\n== {task_name}: {len(images.names)} test images prepared in {prepare_s:.1f} s")
@@ -421,12 +557,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     args,
                     measures,
                     baseline.get("clean_kid_mobilenet", math.nan),
+                    CYCLE_SPINS.get(variant, ((0, 0),)),
                 )
             except PriorUnavailable as error:
                 print(f"natural=prior skipped for the whole run: {error}")
                 prior_missing = True
                 continue
             row = {"task": task_name, "variant": variant, "natural": natural, **numbers}
+            row["split"] = args.split
             summary.append({**row, **baseline, "prepare_s": prepare_s})
             print(", ".join(f"{key} {value:.4g}" for key, value in numbers.items()))
     if summary:

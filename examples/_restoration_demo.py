@@ -1,15 +1,15 @@
 """What the restoration examples share: data, fit, alpha sweep, metrics table and figures.
 
-Each example (``denoising.py``, ``super_resolution.py``, ``jpeg.py``) names a degradation and
-a simple classical restorer in a `RestorationTask` and calls `run_example`, which:
+Each example (``denoising.py``, ``super_resolution.py``, ``jpeg.py``) names one task of
+`latent_ot.apps.restoration` (a degradation and a classical restorer) and calls `run_example`,
+which:
 
 1. cuts center crops of CBSD68 images into two disjoint, unpaired training sets, as in the
    paper: ``--n-train`` images degraded and restored (the "restored" set) and ``--n-train``
    other images left clean (the "natural" set);
 2. fits a `latent_ot.LatentOTTransformer` on them with TAEF2, the autoencoder bundled with
    the package; with ``--natural prior`` the natural set is left out and the transformer's
-   built-in natural prior (natural-image patch statistics at the scale nearest to the
-   restored crops) stands in for it;
+   built-in natural prior stands in for it;
 3. degrades and restores held-out Set5 / Set14 crops and transports them for every alpha
    at once (`latent_ot.LatentOTTransformer.sweep` runs the autoencoder once per image);
 4. prints the perception-distortion table: PSNR and SSIM against the clean images
@@ -18,16 +18,11 @@ a simple classical restorer in a `RestorationTask` and calls `run_example`, whic
 5. writes ``<name>.png`` (degraded / restored / transported / clean) and
    ``<name>_curve.png`` (the perception-distortion curve over alpha).
 
-Why 30 training images a side where the paper uses 10: more patch vectors, better estimates of
-both sides' statistics, so the map carries over less of what the particular natural crops
-show. With the package's defaults (single latent pixels as patches with TAEF2) 10 + 10 crops
-of 256 px lose 0.1 to 0.4 dB more PSNR at alpha 0 than 30 + 30, and end farther from the
-clean images in latent W2 in all three examples (3.98 against 3.63 for denoising).
-
-Why CBSD68 crops remain the default natural side: with ``--natural prior`` (the prior's 256 px
-scale, the nearest to 256 px crops) the transported images of the three examples lose 0.1 to
-0.4 dB more PSNR at alpha 0 and end as far or farther from the clean images in latent W2.
-The prior needs no natural images at all, though, which is what it is for.
+Why 30 training images a side where the paper uses 10: more patch vectors give better
+estimates of both sides' statistics, so the map carries over less of what the particular
+natural crops show. Why clean CBSD68 crops remain the default natural side: they are the
+paper's setting, and the built-in prior (``--natural prior``) is there to show that no
+natural image is needed at all.
 
 This module is not an example itself; run one of the three scripts.
 """
@@ -35,25 +30,24 @@ This module is not an example itself; run one of the three scripts.
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image
 
-from latent_ot import GaussianStats, LatentOTTransformer
+from latent_ot import LatentOTTransformer
+from latent_ot._optional import require
+from latent_ot.apps.reports import markdown_table, plot_perception_distortion
+from latent_ot.apps.restoration import RestorationTask, degrade_and_restore
 from latent_ot.autoencoders import Autoencoder, load_autoencoder
 from latent_ot.cli import parse_alphas
 from latent_ot.devices import resolve_device
-from latent_ot.encoding import latent_patch_stats
-from latent_ot.gaussian import w2_distance
-from latent_ot.metrics import patch_fid, psnr, ssim
+from latent_ot.metrics import latent_w2, patch_fid, psnr, ssim
 from latent_ot.priors import builtin_prior
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -84,44 +78,13 @@ VAE = "taef2"  # the autoencoder bundled with latent_ot: loads offline, has a bu
 PATCH_SIZE = 3  # latent patch side of the W2 measure (the paper's); the fit uses the defaults
 FACTOR = 8  # TAEF2's downsampling: crops are multiples of it, so nothing is padded
 SHOWN = 3  # held-out images in the collage
-# Collage tiles: image centers at full resolution, where texture shows; small enough that
-# the gallery's PNGs stay under 400 KB.
+# Collage tiles: image centers at full resolution, where texture shows, small enough that
+# the gallery's PNGs stay light.
 DETAIL_PX = 120
 GAP_PX = 3
 DPI = 100
 # The natural side of the fit (--natural): clean CBSD68 crops, or the built-in prior.
 NATURAL_CHOICES = ("cbsd68", "prior")
-# How the curve marks its two ends: (alpha, marker, colour, name).
-ENDPOINTS = ((1.0, "s", "C3", "restored"), (0.0, "*", "C2", "transported"))
-
-
-@dataclass(frozen=True)
-class RestorationTask:
-    """A degradation and the classical method that undoes it.
-
-    Attributes
-    ----------
-    name : str
-        Names the output files, ``<name>.png`` and ``<name>_curve.png``.
-    title : str
-        Figure title.
-    degraded_label, restored_label : str
-        Collage row labels.
-    degrade : callable
-        ``(clean H x W x 3 float32 in [0, 1], numpy Generator) -> measurement``, an
-        ``h x w x 3`` float32 array (``h = H / k`` for a k-times downscaling).
-    restore : callable or None
-        ``measurement -> H x W x 3`` float32 restored image in [0, 1]. None when the
-        measurement is itself the restored image (a decoded JPEG): the collage then has no
-        separate degraded row.
-    """
-
-    name: str
-    title: str
-    degraded_label: str
-    restored_label: str
-    degrade: Callable[[np.ndarray, np.random.Generator], np.ndarray]
-    restore: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass
@@ -265,48 +228,29 @@ def prepare_images(
 ) -> DemoImages:
     """Training sets from CBSD68 and held-out Set5 / Set14 crops, degraded and restored.
 
-    The same arguments give the same images: ``seed`` picks the training images and seeds
-    the degradations.
+    The same arguments give the same images: ``seed`` picks the training images and, with
+    each image's name, seeds its degradation (`latent_ot.apps.restoration.image_rng`).
     """
-    rng = np.random.default_rng(seed)
     files = _training_files(shared)
-    order = rng.permutation(len(files))
+    order = np.random.default_rng(seed).permutation(len(files))
     # Disjoint and unpaired: the natural set never shows the clean version of a restored one.
-    to_restore = [read_crop(files[i], size) for i in order[:n_train]]
+    to_restore = {f"CBSD68/{files[i].stem}": read_crop(files[i], size) for i in order[:n_train]}
     natural = [read_crop(files[i], size) for i in order[n_train : 2 * n_train]]
     names = _held_out_names(shared, size)[:held_out]
-    clean = [read_crop(shared / "images" / f"{name}.png", size) for name in names]
-    degraded = [task.degrade(image, rng) for image in clean]
+    clean = {name: read_crop(shared / "images" / f"{name}.png", size) for name in names}
+    _, train_restored = degrade_and_restore(task, to_restore, seed)
+    degraded, restored = degrade_and_restore(task, clean, seed)
     return DemoImages(
-        train_restored=[_restore(task, task.degrade(image, rng)) for image in to_restore],
+        train_restored=list(train_restored.values()),
         train_natural=natural,
         names=names,
-        clean=clean,
-        degraded=degraded,
-        restored=[_restore(task, measurement) for measurement in degraded],
+        clean=list(clean.values()),
+        degraded=list(degraded.values()),
+        restored=list(restored.values()),
     )
 
 
-def _restore(task: RestorationTask, measurement: np.ndarray) -> np.ndarray:
-    return measurement if task.restore is None else task.restore(measurement)
-
-
 # --------------------------------------------------------------------------- metrics
-
-
-def set_stats(images: Sequence[np.ndarray], autoencoder: Autoencoder) -> GaussianStats:
-    """Gaussian statistics of every latent patch of ``images``, merged over their batches.
-
-    What `latent_ot.metrics.latent_w2` fits on each of its two sets, by the same path
-    (`latent_ot.encoding.latent_patch_stats`); computed here so that the clean reference is
-    encoded once rather than once per alpha.
-    """
-    batches = latent_patch_stats(images, autoencoder, PATCH_SIZE)
-    return functools.reduce(GaussianStats.merge, (stats for stats, _ in batches))
-
-
-def _w2(stats: GaussianStats, reference: GaussianStats) -> float:
-    return float(w2_distance(stats.mean, stats.covariance, reference.mean, reference.covariance))
 
 
 def perception_distortion_table(
@@ -318,38 +262,21 @@ def perception_distortion_table(
 ) -> list[dict[str, float]]:
     """One row per alpha: PSNR and SSIM against ``clean``, latent W2 (and patch FID) to it.
 
-    The latent W2 is `latent_ot.metrics.latent_w2` of the outputs and the clean images:
-    the distance the transport closes, measured on images it was not fitted on.
+    The latent W2 (`latent_ot.metrics.latent_w2`, patches of `PATCH_SIZE`) is the distance
+    the transport closes, measured on images it was not fitted on.
     """
-    reference = set_stats(clean, autoencoder)
     rows = []
     for alpha, images in outputs.items():
         row = {
             "alpha": alpha,
             "psnr": psnr(images, clean),
             "ssim": ssim(images, clean),
-            "latent_w2": _w2(set_stats(images, autoencoder), reference),
+            "latent_w2": latent_w2(images, clean, autoencoder, patch_size=PATCH_SIZE),
         }
         if with_patch_fid:
             row["patch_fid"] = patch_fid(images, clean, device=autoencoder.device)
         rows.append(row)
     return rows
-
-
-def format_table(rows: list[dict[str, float]]) -> str:
-    """The table as text, with the restored (alpha = 1) and transported (0) rows marked."""
-    columns = [column for column in ("psnr", "ssim", "latent_w2", "patch_fid") if column in rows[0]]
-    header = "alpha    PSNR    SSIM  latent W2" + ("  patch FID" if "patch_fid" in columns else "")
-    lines = [header]
-    for row in rows:
-        line = (
-            f"{row['alpha']:5.2f}  {row['psnr']:6.2f}  {row['ssim']:6.4f}  {row['latent_w2']:9.3f}"
-        )
-        if "patch_fid" in columns:
-            line += f"  {row['patch_fid']:9.2f}"
-        note = {1.0: "  restored", 0.0: "  transported"}.get(row["alpha"], "")
-        lines.append(line + note)
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- figures
@@ -381,7 +308,7 @@ def _mosaic(tiles: list[list[np.ndarray]], gap: int) -> np.ndarray:
     return mosaic
 
 
-def _save_png(figure: Figure, path: Path) -> None:
+def _save_png(figure: Any, path: Path) -> None:
     """Save as an RGB PNG, a quarter lighter than matplotlib's RGBA: the gallery commits them."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
@@ -389,12 +316,13 @@ def _save_png(figure: Figure, path: Path) -> None:
         rendered.convert("RGB").save(path, optimize=True)
 
 
-def _pixel_exact_axes(height: int, width: int, *, left: int, top: int) -> tuple[Figure, Any]:
+def _pixel_exact_axes(height: int, width: int, *, left: int, top: int) -> tuple[Any, Any]:
     """A figure with axes of exactly ``height x width`` pixels, ``left`` and ``top`` pixels
     from its edges (room for labels), so that an image drawn in them is not resampled."""
     margin = 4
     figure_width, figure_height = width + left + margin, height + top + margin
-    figure = Figure(figsize=(figure_width / DPI, figure_height / DPI), dpi=DPI)
+    matplotlib = require("matplotlib.figure", extra="demo", purpose="the examples")
+    figure = matplotlib.Figure(figsize=(figure_width / DPI, figure_height / DPI), dpi=DPI)
     box = (
         left / figure_width,
         margin / figure_height,
@@ -463,43 +391,6 @@ def save_collage(
     _save_png(figure, path)
 
 
-def save_curve(task: RestorationTask, rows: list[dict[str, float]], path: Path) -> None:
-    """Perception (latent W2, and patch FID when computed) against distortion (PSNR), one
-    point per alpha; the restored (alpha = 1) and transported (alpha = 0) points marked."""
-    perception = [("latent_w2", "latent W2 to the clean images")]
-    if "patch_fid" in rows[0]:
-        perception.append(("patch_fid", "patch FID to the clean images"))
-    figure = Figure(figsize=(4.6 * len(perception), 3.6), dpi=DPI, layout="constrained")
-    for ax, (key, label) in zip(
-        figure.subplots(1, len(perception), squeeze=False)[0], perception, strict=True
-    ):
-        ax.plot([row["psnr"] for row in rows], [row[key] for row in rows], "-o", ms=3, lw=1)
-        for row in rows:
-            ax.annotate(
-                f"{row['alpha']:g}",
-                (row["psnr"], row[key]),
-                xytext=(3, 3),
-                textcoords="offset points",
-                fontsize=6,
-            )
-        for alpha, marker, colour, name in ENDPOINTS:
-            row = next(row for row in rows if row["alpha"] == alpha)
-            ax.plot(
-                row["psnr"],
-                row[key],
-                marker,
-                color=colour,
-                ms=9,
-                label=f"{name} ($\\alpha$ = {alpha:g})",
-            )
-        ax.set_xlabel("PSNR (dB): distortion, higher is better", fontsize=8)
-        ax.set_ylabel(f"{label}: perception,\nlower is better", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
-    figure.suptitle(f"{task.title}\nperception-distortion over $\\alpha$", fontsize=9)
-    _save_png(figure, path)
-
-
 # --------------------------------------------------------------------------- the example
 
 
@@ -540,14 +431,11 @@ def run_example(task: RestorationTask, argv: Sequence[str] | None = None) -> lis
     )
     print(f"{task.title}: {len(images.clean)} held-out images of {args.size} px")
     print(f"natural side of the fit: {_natural_side(args, transport)}")
-    print(format_table(rows))
+    print(markdown_table(rows))
 
     args.output.mkdir(parents=True, exist_ok=True)
-    collage, curve = (
-        args.output / f"{task.name}.png",
-        args.output / f"{task.name}_curve.png",
-    )
+    collage, curve = args.output / f"{task.name}.png", args.output / f"{task.name}_curve.png"
     save_collage(task, images, outputs[0.0], collage)
-    save_curve(task, rows, curve)
+    plot_perception_distortion(rows).save(curve)
     print(f"wrote {collage} and {curve}")
     return rows

@@ -1,6 +1,6 @@
 """Fit one operator per partition of the images in parallel, merge them, and get the full fit.
 
-Run from the repository root (about half a minute on two CPU cores)::
+Run from the repository root::
 
     python examples/distributed_joblib.py
 

@@ -1,7 +1,4 @@
-"""Where and in what precision computations run: ``device`` and ``dtype`` arguments resolved.
-
-:func:`keep_freed_cpu_memory` and :func:`reusing_freed_cpu_memory` are importable here as
-before; they live in :mod:`latent_ot.memory`, the one module that touches the C allocator."""
+"""Where and in what precision computations run: ``device`` and ``dtype`` arguments resolved."""
 
 from __future__ import annotations
 
@@ -10,15 +7,7 @@ from typing import Any
 
 import torch
 
-from .memory import keep_freed_cpu_memory, reusing_freed_cpu_memory
-
-__all__ = [
-    "AUTO_DTYPES",
-    "keep_freed_cpu_memory",
-    "resolve_device",
-    "resolve_dtype",
-    "reusing_freed_cpu_memory",
-]
+__all__ = ["AUTO_DTYPES", "check_device_available", "resolve_device", "resolve_dtype"]
 
 AUTO_DTYPES = {"cuda": torch.float16}
 """Autoencoder compute dtype that ``dtype="auto"`` gives per device type (others: float32).
@@ -66,13 +55,38 @@ def resolve_dtype(dtype: Any, device: torch.device | str, *, name: str = "dtype"
     """
     if dtype is None:
         return torch.float32
+    resolved = dtype
     if isinstance(dtype, str):
         if dtype == "auto":
             return AUTO_DTYPES.get(torch.device(device).type, torch.float32)
-        dtype = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        resolved = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
         raise ValueError(
-            f"{name} must be 'auto', None or a floating point torch.dtype (float32, float16, "
-            f"bfloat16), got {dtype!r}"
+            f"{name} must be one of 'auto', 'float32', 'float16', 'bfloat16', None or a "
+            f"floating point torch.dtype, got {dtype!r}"
         )
-    return dtype
+    return resolved
+
+
+def check_device_available(device: torch.device, *, name: str = "device") -> torch.device:
+    """``device`` if this torch build and machine can run on it, else a ``ValueError`` naming
+    ``name``: a CUDA device asked of a torch built without CUDA, or of a machine without one.
+
+    Examples
+    --------
+    >>> check_device_available(torch.device("cpu"))
+    device(type='cpu')
+    """
+    if device.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ValueError(
+                f"{name}={str(device)!r} but this torch build has no CUDA; use 'cpu' or "
+                "'auto', or install a CUDA build of torch"
+            )
+        if not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name}={str(device)!r} but this machine has "
+                f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA "
+                "device(s) available; use 'cpu' or 'auto'"
+            )
+    return device

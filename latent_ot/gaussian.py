@@ -3,7 +3,8 @@
 Pure functions on torch tensors. Every computation runs in float64 on the device the inputs
 live on; matrices are symmetric positive semi-definite (PSD) covariances.
 
-Notation follows ``EQUATIONS.md`` of the paper: ``mu_s, Sigma_s`` the source (restored)
+Notation follows the Method page of the documentation (:ref:`method-map`, where the
+equations are): ``mu_s, Sigma_s`` the source (restored)
 distribution, ``mu_t, Sigma_t`` the target (natural) one, ``d`` the dimension.
 
 Singularity is decided by a relative tolerance, never an absolute epsilon: an eigenvalue
@@ -39,13 +40,10 @@ __all__ = [
     "default_rtol",
     "fit_gaussian_map",
     "is_singular",
-    "limit_gain",
-    "oas_shrinkage",
     "psd_inv_sqrt",
     "psd_pinv",
     "psd_sqrt",
     "scale_noise",
-    "shrunk_covariance",
     "stochastic_transport",
     "transport_matrix",
     "w2_distance",
@@ -389,85 +387,6 @@ def fit_gaussian_map(
     return GaussianMap(
         mean_source.to(torch.float64), mean_target.to(torch.float64), matrix, noise_factor
     )
-
-
-def shrunk_covariance(cov: Tensor, shrinkage: float) -> Tensor:
-    r"""Shrink a covariance toward the scaled identity of the same trace.
-
-    .. math::
-
-        \Sigma_a = (1 - a)\,\Sigma + a\,\frac{\operatorname{tr}\Sigma}{d}\,I
-
-    Few samples of a high-dimensional vector (a dozen images give about 20,000 latent
-    patches of dimension 288) underestimate the small eigenvalues of a covariance; the
-    transport map amplifies exactly those directions. Shrinkage lifts them, keeps the trace,
-    and makes the covariance non-singular for any ``a > 0`` (Ledoit and Wolf, 2004).
-
-    Examples
-    --------
-    >>> shrunk_covariance(torch.diag(torch.tensor([3.0, 1.0])), 0.5)
-    tensor([[2.5000, 0.0000],
-            [0.0000, 1.5000]], dtype=torch.float64)
-    """
-    cov = cov.to(torch.float64)
-    if shrinkage == 0:
-        return cov
-    target = torch.diagonal(cov).mean()
-    shrunk = cov * (1 - shrinkage)
-    shrunk.diagonal().add_(shrinkage * target)
-    return shrunk
-
-
-def oas_shrinkage(cov: Tensor, n_samples: int) -> float:
-    r"""The Oracle Approximating Shrinkage amount for a covariance from ``n_samples`` samples.
-
-    .. math::
-
-        a = \min\left(1, \frac{\overline{S^2} + \mu^2}
-        {(n + 1)\,(\overline{S^2} - \mu^2 / d)}\right),
-        \quad \mu = \operatorname{tr} S / d
-
-    with ``S`` the biased (``1/n``) covariance and :math:`\overline{S^2}` the mean of its
-    squared entries, as :func:`sklearn.covariance.oas` computes it (Chen, Wiesel, Eldar and
-    Hero, "Shrinkage Algorithms for MMSE Covariance Estimation", IEEE TSP 2010). It needs only
-    the covariance, so it works on streamed statistics.
-
-    Examples
-    --------
-    >>> round(oas_shrinkage(torch.eye(3), 10), 3)
-    1.0
-    """
-    biased = cov.to(torch.float64) * ((n_samples - 1) / n_samples)
-    dim = biased.shape[-1]
-    mu = torch.diagonal(biased).sum() / dim
-    mean_square = (biased**2).mean()
-    denominator = (n_samples + 1) * (mean_square - mu**2 / dim)
-    if denominator == 0:
-        return 1.0
-    return float(min((mean_square + mu**2) / denominator, 1.0))
-
-
-def limit_gain(matrix: Tensor, max_gain: float) -> Tensor:
-    r"""A symmetric map matrix with its eigenvalues clamped to at most ``max_gain``.
-
-    .. math::
-
-        T = V \operatorname{diag}(\lambda) V^\top \;\mapsto\;
-        V \operatorname{diag}(\min(\lambda, g)) V^\top
-
-    The Gaussian transport matrix is symmetric positive semi-definite; its large eigenvalues
-    amplify directions in which the source (restored) patches vary little, and with them
-    whatever sits there (an upsampler's periodic pattern). Clamping trades a little of the
-    target covariance for fewer such artifacts.
-
-    Examples
-    --------
-    >>> limit_gain(torch.diag(torch.tensor([4.0, 0.5])), 2.0)
-    tensor([[2.0000, 0.0000],
-            [0.0000, 0.5000]], dtype=torch.float64)
-    """
-    eigvals, eigvecs = _psd_eigh(matrix)
-    return _from_eigh(eigvals.clamp_max(max_gain), eigvecs)
 
 
 def scale_noise(ot_map: GaussianMap, scale: float) -> GaussianMap:

@@ -1,12 +1,25 @@
-"""The allocator policy: CPU autoencoder passes reuse the memory they free (glibc only).
+"""Memory: how much an autoencoder pass may take, read from the machine; and the allocator
+policy, by which CPU autoencoder passes reuse the memory they free (glibc only).
 
-This is the one module of latent-ot that changes native, process-wide state, and it says so.
+The budget: ``memory_budget="auto"`` of
+:meth:`~latent_ot.autoencoders.Autoencoder.set_tiling` is :func:`auto_memory_budget`,
+:data:`AUTO_BUDGET_FRACTION` of the memory free on the device at the moment an autoencoder
+decides whether to tile (:func:`available_memory`), so that an image runs in one pass wherever
+its pass fits, and in tiles only where it would not. Where nothing can be read, the budget is
+:data:`FALLBACK_MEMORY_BUDGETS`. Since it follows the machine, the choice between one pass and
+tiles can differ between machines or runs; the TAESD family's tiles match one pass to float
+precision, the Stable Diffusion VAE's do not exactly (GroupNorm and attention see one tile), so
+pass an explicit ``memory_budget`` or ``tile_size`` where its outputs must be the same
+everywhere.
+
+The allocator policy: this is the one module of latent-ot that changes native, process-wide
+state, and it says so.
 
 Why: a CPU autoencoder frees and allocates each layer's activations, tens of megabytes, many
 times per image. glibc's ``malloc`` returns blocks that large to the system as soon as they
-are freed, so every new one arrives as fresh pages that the kernel must zero: on a 2-core
-machine about a third of a TAESD-family pass (see ``benchmarks/README.md`` for the numbers,
-with the policy on and off).
+are freed, so every new one arrives as fresh pages that the kernel must zero, a large share
+of a TAESD-family pass on the CPU (``benchmarks/README.md`` times it with the policy on and
+off).
 
 What: :class:`~latent_ot.LatentOTTransformer`'s ``fit``, ``partial_fit``, ``transform`` and
 ``sweep`` run inside :func:`reusing_freed_memory`, which, for autoencoders that it suits,
@@ -36,20 +49,233 @@ import ctypes
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
 
 __all__ = [
+    "AUTO_BUDGET_FRACTION",
+    "FALLBACK_MEMORY_BUDGETS",
     "MMAP_THRESHOLD_AFTER",
     "REUSE_ENV",
     "TRIM_THRESHOLD_AFTER",
+    "auto_memory_budget",
+    "available_memory",
     "keep_freed_cpu_memory",
     "reusing_freed_cpu_memory",
     "reusing_freed_memory",
     "suits",
 ]
+
+# ---- the memory budget of an autoencoder pass -----------------------------------------------
+
+AUTO_BUDGET_FRACTION = 0.5
+"""The share of the free memory of a device that one autoencoder pass may take with
+``memory_budget="auto"``: half.
+
+Why half: the estimate that is compared with it
+(:meth:`~latent_ot.autoencoders.Autoencoder.estimated_memory`) is a peak measured in one
+setting, and the same pass peaks higher with another memory layout or allocator state (the
+freed blocks that :func:`reusing_freed_memory` keeps); the rest of the process needs room too
+(the images read and written, their latents, the patch statistics, the next image being read);
+free memory is a snapshot that other processes may take from while the pass runs; and on the
+CPU it counts page cache that the kernel must first evict. Going over costs far more than tiling
+does: swapping, the kernel's out-of-memory killer, or on CUDA an out-of-memory error. A tiled
+pass takes at most half the budget per tile, so a quarter of the free memory.
+"""
+
+FALLBACK_MEMORY_BUDGETS: Mapping[str, int] = MappingProxyType({"cpu": 2 * 10**9, "cuda": 6 * 10**9})
+"""The budget in bytes per device type (others: ``"cpu"``) where the free memory cannot be
+read (:func:`available_memory` is None): a machine without ``/proc/meminfo``, ``psutil`` or
+``sysconf``, or a device type other than the CPU and CUDA.
+
+The CPU's is enough to run common photo sizes in one pass with every adapter of this
+package, TAEF2 and the Stable Diffusion VAE in float32; CUDA's runs the half-precision SD VAE
+on 1024 px images in one pass.
+"""
+
+_MEMINFO = "/proc/meminfo"
+_PROCESS_CGROUPS = "/proc/self/cgroup"
+_CGROUP_ROOT = "/sys/fs/cgroup"
+# cgroup v1 writes "no limit" as a huge number (the largest page-aligned int64).
+_NO_LIMIT = 2**60
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes of memory free for this process on ``device`` now; None where it cannot be read.
+
+    - CPU: ``MemAvailable`` of ``/proc/meminfo`` on Linux (free memory plus the cache the
+      kernel can reclaim), else ``psutil.virtual_memory().available`` where psutil is
+      installed (macOS, Windows), else ``sysconf`` free pages; and no more than the memory
+      cgroups leave the process (a container's limit, which ``/proc/meminfo`` does not show):
+      the least, over the process's cgroup and its ancestors, of its limit less its usage,
+      counting inactive file cache as free (cgroup v2 ``memory.max``, ``memory.current``; v1
+      ``memory.limit_in_bytes``, ``memory.usage_in_bytes``).
+    - CUDA: the device's free memory (``torch.cuda.mem_get_info``) plus what torch's caching
+      allocator holds unused, which this process can use again.
+    - Other devices: None.
+
+    Parameters
+    ----------
+    device : torch.device or str, default="cpu"
+
+    Returns
+    -------
+    int or None
+
+    Examples
+    --------
+    >>> available_memory("cpu") > 0  # doctest: +SKIP
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return _least(_system_available(), _cgroup_available())
+    if device.type == "cuda":
+        return _cuda_available(device)
+    return None
+
+
+def auto_memory_budget(device: torch.device | str = "cpu") -> int:
+    """The bytes one autoencoder pass on ``device`` may take with ``memory_budget="auto"``.
+
+    :data:`AUTO_BUDGET_FRACTION` of :func:`available_memory`, read now (at least one byte:
+    with nothing free, every image is tiled as finely as tiling goes); where that cannot be
+    read, :data:`FALLBACK_MEMORY_BUDGETS`.
+
+    Parameters
+    ----------
+    device : torch.device or str, default="cpu"
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> auto_memory_budget("meta") == FALLBACK_MEMORY_BUDGETS["cpu"]  # nothing to read
+    True
+    """
+    device = torch.device(device)
+    available = available_memory(device)
+    if available is None:
+        return FALLBACK_MEMORY_BUDGETS.get(device.type, FALLBACK_MEMORY_BUDGETS["cpu"])
+    return max(1, int(available * AUTO_BUDGET_FRACTION))
+
+
+def _least(*values: int | None) -> int | None:
+    return min((value for value in values if value is not None), default=None)
+
+
+def _read_text(path: str) -> str | None:
+    """The text of a (kernel) file; None where it does not exist or cannot be read."""
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _meminfo_available(text: str) -> int | None:
+    """``MemAvailable`` in bytes from the text of ``/proc/meminfo`` (in kB there); None if
+    absent (kernels before 3.14)."""
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        fields = value.split()
+        if name.strip() == "MemAvailable" and fields and fields[0].isdigit():
+            scale = 1024 if fields[1:] == ["kB"] else 1
+            return int(fields[0]) * scale
+    return None
+
+
+def _system_available() -> int | None:
+    text = _read_text(_MEMINFO)
+    from_meminfo = None if text is None else _meminfo_available(text)
+    if from_meminfo is not None:
+        return from_meminfo
+    # psutil before sysconf: its figure counts reclaimable cache, sysconf's free pages do not.
+    return _psutil_available() or _sysconf_available()
+
+
+def _psutil_available() -> int | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return int(psutil.virtual_memory().available)
+    except (OSError, AttributeError, RuntimeError):
+        return None
+
+
+def _sysconf_available() -> int | None:
+    try:  # no os.sysconf on Windows; no SC_AVPHYS_PAGES on some systems
+        pages, page_size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return pages * page_size if pages > 0 and page_size > 0 else None
+
+
+def _cgroup_available() -> int | None:
+    """What the process's memory cgroups (v1 or v2) still allow; None: no limit found."""
+    text = _read_text(_PROCESS_CGROUPS)
+    if text is None:
+        return None
+    room = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # the v2 hierarchy
+            files = (_CGROUP_ROOT, "memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):
+            files = (
+                f"{_CGROUP_ROOT}/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+                "total_inactive_file",
+            )
+        else:
+            continue
+        root, *names = files
+        # Limits nest, so every ancestor counts; inside a container with its own cgroup
+        # namespace the path is "/" and the mount's root is the container's cgroup.
+        steps = [step for step in path.strip().split("/") if step and step != ".."]
+        for depth in range(len(steps), -1, -1):
+            room.append(_cgroup_room("/".join([root, *steps[:depth]]), *names))
+    return _least(*room)
+
+
+def _cgroup_room(directory: str, limit_name: str, usage_name: str, inactive: str) -> int | None:
+    """Limit less usage of one cgroup, inactive file cache counted as free; None: no limit."""
+    limit, usage = (_read_text(f"{directory}/{name}") for name in (limit_name, usage_name))
+    if limit is None or usage is None or not limit.strip().isdigit():  # "max": no limit
+        return None
+    if int(limit) >= _NO_LIMIT or not usage.strip().isdigit():
+        return None
+    used = int(usage)
+    stat = _read_text(f"{directory}/memory.stat") or ""
+    for line in stat.splitlines():
+        name, _, value = line.partition(" ")
+        if name == inactive and value.strip().isdigit():
+            used -= min(int(value), used)
+            break
+    return max(0, int(limit) - used)
+
+
+def _cuda_available(device: torch.device) -> int | None:
+    try:
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    except (AssertionError, RuntimeError, ValueError):  # torch without CUDA, no such device
+        return None
+    return int(free) + int(cached)
+
+
+# ---- the allocator policy ------------------------------------------------------------------
 
 REUSE_ENV = "LATENT_OT_REUSE_FREED_MEMORY"
 """Environment variable; ``0``, ``false``, ``no`` or ``off`` turn the policy off entirely."""
@@ -85,8 +311,9 @@ def declined() -> bool:
 def suits(autoencoder: Any) -> bool:
     """Whether reusing freed memory suits ``autoencoder`` (not the Stable Diffusion VAE).
 
-    Measured with reuse, the SD VAE's tiled 1024 px ``transform`` took 3.6 GB above the model
-    instead of 1.3 GB: tiles in diffusers' own loop grow the heap tile after tile.
+    With the SD VAE, diffusers' own tile loop frees activations of changing sizes tile after
+    tile, and a heap that keeps them grows with every tile: the memory cost outweighs the
+    speed.
     """
     return not any(cls.__name__ in _UNSUITED for cls in type(autoencoder).__mro__)
 

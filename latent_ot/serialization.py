@@ -21,6 +21,12 @@ header must be compact JSON (padding aside), the document canonical and matching
 and every tensor must match its manifest entry (dtype, shape, sha256 of its bytes). Any
 truncation, changed byte or foreign file raises :class:`OperatorFileError`. Same inputs give
 the same bytes (no timestamps), and :func:`write_operator` replaces the target atomically.
+A file whose size is not what its header accounts for is refused before its data is read.
+
+Files of the kinds latent-ot writes (operators, natural priors) are then checked for what
+they mean (:mod:`latent_ot.file_contents`): the checksums above only show that the bytes are
+those some writer wrote. ``read_operator(path, sha256=...)`` pins a file to the sha256 of all
+its bytes, for shared files (see the "Security and trust" page of the documentation).
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ import contextlib
 import hashlib
 import json
 import math
+import numbers
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,13 +44,21 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from ._atomic import atomic_file
 from .exceptions import OperatorFileError
+from .file_contents import ContentError, check_contents
+from .provenance import check_sha256
+from .stats import GaussianStats
 
 __all__ = [
     "FORMAT_VERSION",
     "MAX_HEADER_BYTES",
     "OperatorFileError",
+    "json_params",
+    "params_from_file",
     "read_operator",
+    "stats_from_tensors",
+    "stats_tensors",
     "write_operator",
 ]
 
@@ -232,20 +246,9 @@ def _package_version() -> str:
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
-    # Same directory as the target, so os.replace is an atomic rename on one file system.
-    temporary = target.with_name(f".latent-ot-{secrets.token_hex(8)}.tmp")
-    # os.open with O_EXCL (not tempfile.mkstemp) so the file gets the usual umask permissions.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(temporary, flags, 0o666)
-    try:
-        with open(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:  # KeyboardInterrupt too: never leave a partial file behind
-        temporary.unlink(missing_ok=True)
-        raise
+    # The one atomic write of the package: usual umask permissions, no partial file left.
+    with atomic_file(target) as file:
+        file.write(data)
     _fsync_directory(target.parent)
 
 
@@ -267,11 +270,16 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def read_operator(
-    path: str | os.PathLike[str], *, expected_kind: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    expected_kind: str | None = None,
+    sha256: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and fully validate an operator file written by :func:`write_operator`.
 
     Nothing in the file is executed: tensors are decoded by safetensors and the rest is JSON.
+    Files of the kinds latent-ot writes are also checked for what their contents mean (see
+    :mod:`latent_ot.file_contents`).
 
     Parameters
     ----------
@@ -279,6 +287,12 @@ def read_operator(
         The operator file.
     expected_kind : str, optional
         If given, the file's ``metadata["kind"]`` must equal it.
+    sha256 : str, optional
+        The sha256 of the whole file (64 hexadecimal digits, optionally led by ``"sha256:"``)
+        as its author published it (:func:`~latent_ot.provenance.file_sha256`, ``sha256sum``):
+        the file is refused
+        unless its bytes have exactly this digest. Unlike the checksums inside the file,
+        which anyone rewriting the file recomputes, this pins the file to the one published.
 
     Returns
     -------
@@ -292,8 +306,10 @@ def read_operator(
     ------
     OperatorFileError
         If the file is not a latent-ot operator file, is truncated, altered or corrupted, was
-        written by a newer format version, or holds another kind than ``expected_kind``. The
-        message names the path and the problem; the low-level error is chained.
+        written by a newer format version, holds another kind than ``expected_kind``, has
+        contents that do not mean what its kind requires, or does not have the digest
+        ``sha256``. The message names the path and the problem; the low-level error is
+        chained.
     FileNotFoundError
         If the file does not exist.
 
@@ -302,21 +318,28 @@ def read_operator(
     >>> import os, tempfile, torch
     >>> path = os.path.join(tempfile.mkdtemp(), "demo.safetensors")
     >>> write_operator(path, {"cov": torch.eye(2, dtype=torch.float64)}, {"kind": "Demo"})
-    >>> tensors, metadata = read_operator(path)
+    >>> from latent_ot.provenance import file_sha256
+    >>> tensors, metadata = read_operator(path, sha256=file_sha256(path))
     >>> tensors["cov"].dtype, metadata["kind"], metadata["format_version"]
     (torch.float64, 'Demo', 1)
     """
     source = _as_path(path)
     if expected_kind is not None and not isinstance(expected_kind, str):
         raise TypeError(f"expected_kind must be a str or None, got {type(expected_kind).__name__}")
+    pinned = None if sha256 is None else check_sha256(sha256)
     try:
-        data = _read_regular_file(source)
-        document = _verified_document(_parse_header(data))
+        data, header = _read_regular_file(source)
+        if pinned is not None:
+            _check_pinned_digest(data, pinned)
+        document = _verified_document(header)
         _check_format_version(document)
         _check_document_structure(document)
         tensors = _decode_tensors(data)
         _check_tensors(tensors, document["tensors"])
         _check_kind(document["metadata"]["kind"], expected_kind)
+        check_contents(tensors, document["metadata"])
+    except ContentError as problem:
+        raise OperatorFileError(f"cannot load operator file {str(source)!r}: {problem}") from None
     except _Invalid as problem:
         raise OperatorFileError(f"cannot load operator file {str(source)!r}: {problem}") from (
             problem.__cause__
@@ -327,32 +350,60 @@ def read_operator(
     return tensors, metadata
 
 
-def _read_regular_file(source: Path) -> bytes:
+def _check_pinned_digest(data: bytes, expected: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise _Invalid(
+            f"its sha256 is {actual}, expected {expected}: it is not the file that was "
+            "published (changed, damaged or replaced)"
+        )
+
+
+def _read_regular_file(source: Path) -> tuple[bytes, dict[str, Any]]:
+    """The file's bytes and its safetensors header, refused by size before the data is read."""
     # Checked before opening: opening a FIFO would block, a directory fails per platform.
     if source.is_dir():
         raise _Invalid("it is a directory, not an operator file")
     if source.exists() and not source.is_file():
         raise _Invalid("it is not a regular file")
     with open(source, "rb") as file:  # a missing file: FileNotFoundError naming the path
-        return file.read()
+        size = os.fstat(file.fileno()).st_size
+        start = file.read(9)
+        header_size = _header_size(start, size)
+        header = _parse_header(start[8:] + file.read(header_size - 1))
+        expected = 8 + header_size + _data_size(header)
+        if size != expected:
+            raise _Invalid(
+                f"it is {size} bytes long, its header accounts for {expected}: "
+                + (
+                    "truncated"
+                    if size < expected
+                    else "not a latent-ot operator file, or bytes were appended"
+                )
+            )
+        file.seek(0)
+        return file.read(), header
 
 
-def _parse_header(data: bytes) -> dict[str, Any]:
-    """The safetensors header, checked to be exactly as safetensors writes it."""
+def _header_size(start: bytes, size: int) -> int:
     # Layout: 8-byte little-endian header length, the JSON header, then the tensor bytes.
-    if len(data) < 9:
-        raise _Invalid(f"it is {len(data)} bytes long: truncated, or not a latent-ot operator file")
-    if data[8:9] != b"{":
+    if len(start) < 9:
+        raise _Invalid(f"it is {size} bytes long: truncated, or not a latent-ot operator file")
+    if start[8:9] != b"{":
         raise _Invalid("not a latent-ot operator file (no safetensors header)")
-    header_size = int.from_bytes(data[:8], "little")
+    header_size = int.from_bytes(start[:8], "little")
     if header_size > MAX_HEADER_BYTES:
         raise _Invalid(
             f"its header claims {header_size} bytes (limit {MAX_HEADER_BYTES}): "
             "not a latent-ot operator file, or corrupted"
         )
-    if 8 + header_size > len(data):
-        raise _Invalid(f"truncated: its header claims {header_size} bytes, {len(data) - 8} follow")
-    raw = data[8 : 8 + header_size]
+    if 8 + header_size > size:
+        raise _Invalid(f"truncated: its header claims {header_size} bytes, {size - 8} follow")
+    return header_size
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    """The safetensors header, checked to be exactly as safetensors writes it."""
     header = _load_json(raw, "safetensors header")
     if not isinstance(header, dict):
         raise _Invalid("its safetensors header is not a JSON object (corrupted)")
@@ -361,6 +412,23 @@ def _parse_header(data: bytes) -> dict[str, Any]:
     if raw.rstrip(b" ") != json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode():
         raise _Invalid("its safetensors header was altered (it is not as safetensors writes it)")
     return header
+
+
+def _data_size(header: dict[str, Any]) -> int:
+    """The bytes of tensor data the header declares: where its last tensor ends."""
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(offset) is int and offset >= 0 for offset in offsets)
+        ):
+            raise _Invalid(f"its safetensors header has no valid data offsets for {name!r}")
+        end = max(end, offsets[1])
+    return end
 
 
 def _load_json(text: str | bytes, what: str) -> Any:
@@ -492,3 +560,61 @@ def _canonical_json(value: Any) -> str:
 def _document_sha256(document: dict[str, Any]) -> str:
     unsigned = {key: value for key, value in document.items() if key != "sha256"}
     return hashlib.sha256(_canonical_json(unsigned).encode("ascii")).hexdigest()
+
+
+# -- what estimators put in a file: parameters as JSON, statistics as tensors ------------------
+
+
+def json_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON values for an operator file; refuses what a file cannot hold.
+
+    Examples
+    --------
+    >>> json_params({"device": torch.device("cpu"), "alpha": 0.5})
+    {'device': 'cpu', 'alpha': 0.5}
+    """
+    plain = {}
+    for name, value in params.items():
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        elif isinstance(value, torch.device):
+            value = str(value)
+        elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            value = int(value)
+        if value is not None and not isinstance(value, bool | int | float | str):
+            raise TypeError(
+                f"{name}: a {type(value).__name__} cannot be written to an operator file; use a "
+                "name, a path or a number (an instance needs joblib, which pickles it)"
+            )
+        plain[name] = value
+    return plain
+
+
+def params_from_file(estimator_class: type, params: Any, path: Any) -> dict[str, Any]:
+    """The constructor parameters a file stored, refused unless they are exactly the class's.
+
+    An operator file stores every parameter of the class that wrote it; a file whose names
+    differ was written by another version of latent-ot, whose outputs this one cannot promise.
+    """
+    expected = set(estimator_class().get_params(deep=False))
+    if not isinstance(params, dict) or set(params) != expected:
+        found = sorted(params) if isinstance(params, dict) else params
+        raise OperatorFileError(
+            f"{os.fspath(path)}: this {estimator_class.__name__} file was written by another "
+            f"version of latent-ot (its parameters are {found}, this version's are "
+            f"{sorted(expected)}); fit and save it again with this version"
+        )
+    return params
+
+
+def stats_tensors(name: str, stats: GaussianStats) -> dict[str, torch.Tensor]:
+    """The tensors of :class:`~latent_ot.GaussianStats` ``stats``, named ``<name>.mean`` and
+    ``<name>.scatter``; the count goes to the metadata."""
+    return {f"{name}.mean": stats.mean, f"{name}.scatter": stats.scatter}
+
+
+def stats_from_tensors(tensors: Mapping[str, torch.Tensor], name: str, count: int) -> GaussianStats:
+    """The :class:`~latent_ot.GaussianStats` that :func:`stats_tensors` stored as ``name``."""
+    return GaussianStats.from_state(count, tensors[f"{name}.mean"], tensors[f"{name}.scatter"])

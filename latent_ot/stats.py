@@ -231,12 +231,15 @@ def _gram(rows: Tensor) -> Tensor:
 
     A symmetric rank-k update (BLAS ``syrk``) needs half the flops of a full product, but
     torch exposes none; four column blocks, ten products of the sixteen, get most of the way.
-    A GPU gains more from one large product than from fewer flops.
+    A GPU gains more from one large product than from fewer flops. The result is exactly
+    symmetric on every machine: a full product's two triangles may differ in the last bit
+    (the BLAS kernel sums them in different orders), so the upper one is mirrored.
     """
     dim = rows.shape[1]
     blocks = min(_GRAM_BLOCKS, dim // _MIN_BLOCK_COLUMNS) if rows.device.type == "cpu" else 1
     if blocks < 2:
-        return rows.mT @ rows
+        gram = rows.mT @ rows
+        return gram.triu() + gram.triu(1).mT
     edges = [dim * k // blocks for k in range(blocks + 1)]
     gram = torch.zeros(dim, dim, dtype=rows.dtype, device=rows.device)
     for start, stop in itertools.pairwise(edges):

@@ -4,6 +4,11 @@ Run from the repository root, with ``../shared`` beside it (or ``--shared PATH``
 
     python scripts/build_prior.py            # writes latent_ot/priors/taef2.safetensors
     python scripts/build_prior.py --measure  # also the prior-vs-size table (docs/priors.rst)
+    python scripts/build_prior.py --stamp-fingerprint  # record the weights' fingerprint only
+
+``--stamp-fingerprint`` rewrites the metadata of the existing prior with the fingerprint of
+the bundled weights (``Autoencoder.fingerprint``), which every prior file records; its
+statistics are kept bit for bit (float32 values survive the float64 round trip exactly).
 
 The prior is built from natural photos only: ``wikipedia-photos`` 001 to 035 at every scale
 but 2048 px (001 to 012 there), and CBSD68 (481 x 321 px) at the scales that do not enlarge
@@ -19,6 +24,7 @@ distance is near the one of the prior built at that same size (the diagonal).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -81,6 +87,7 @@ def build(shared: Path, autoencoder, batch_size: int) -> NaturalPrior:
             "wikipedia-photos 001-035 (Zelex/images) at every scale, CBSD68 at scales up to "
             f"{CBSD68_UP_TO} px; built by scripts/build_prior.py"
         ),
+        fingerprint=autoencoder.fingerprint(),
     )
 
 
@@ -109,9 +116,18 @@ def main() -> None:
     parser.add_argument("--measure", action="store_true", help="also print the size table")
     parser.add_argument("--measure-only", action="store_true", help="measure the prior at --output")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument(
+        "--stamp-fingerprint", action="store_true", help="record the weights' fingerprint only"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     autoencoder = load_autoencoder("taef2", dtype=None)
+    if args.stamp_fingerprint:
+        prior = NaturalPrior.load(args.output)
+        stamped = dataclasses.replace(prior, fingerprint=autoencoder.fingerprint())
+        stamped.save(args.output, dtype=torch.float32)
+        print(f"wrote {args.output} with fingerprint {stamped.fingerprint}")
+        return
     if args.measure_only:
         prior = NaturalPrior.load(args.output)
     else:

@@ -5,7 +5,6 @@ import hashlib
 import importlib
 import itertools
 import logging
-import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from photos import PHOTO_NAMES, load_photo
 
 from latent_ot.autoencoders import (
     AUTO_TILE_SIZES,
@@ -40,14 +40,17 @@ from latent_ot.exceptions import AutoencoderNotFoundError
 # diffusers passes a deprecated argument to huggingface_hub when it looks at the hub cache.
 pytestmark = pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`:UserWarning")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TAEF2_DIR = SHARED / "weights" / "taef2"
-SET5 = sorted((SHARED / "images" / "Set5").glob("*.png"))
-
-needs_taef2 = pytest.mark.skipif(
-    not (TAEF2_DIR / "taef2_encoder.pth").is_file(),
-    reason=f"pretrained TAEF2 weights not found in {TAEF2_DIR} (the shared/ folder is missing)",
-)
+# The TAEF2 files as published (bytes, sha256), which the package bundles unchanged.
+PUBLISHED_TAEF2 = {
+    "taef2_encoder.pth": (
+        2_704_692,
+        "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
+    ),
+    "taef2_decoder.pth": (
+        2_704_756,
+        "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5",
+    ),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -420,31 +423,32 @@ def test_missing_taef2_never_tries_the_hub(tmp_path, monkeypatch, no_network):
 
 @pytest.fixture(scope="module")
 def taef2():
-    return load_autoencoder("taef2", models_dir=SHARED / "weights")
+    return load_autoencoder("taef2")
 
 
-@needs_taef2
-def test_taef2_by_models_dir_and_env(taef2, monkeypatch):
+def test_taef2_by_models_dir_and_env(taef2, tmp_path, monkeypatch):
     assert (taef2.factor, taef2.latent_channels) == (8, 32)
     assert taef2.encoder[11].pool is not None and taef2.decoder[3].pool is not None
-    monkeypatch.setenv(MODELS_DIR_ENV, str(SHARED / "weights"))
+    own = tmp_path / "models"
+    shutil.copytree(BUNDLED_WEIGHTS / "taef2", own / "taef2")
+    by_dir = load_autoencoder("taef2", models_dir=own)
+    monkeypatch.setenv(MODELS_DIR_ENV, str(own))
     from_env = load_autoencoder("taef2")
-    assert (from_env.factor, from_env.latent_channels) == (8, 32)
-    assert "taef2" in from_env.name
+    for loaded in (by_dir, from_env):
+        assert (loaded.factor, loaded.latent_channels) == (8, 32)
+        assert str(own / "taef2") in loaded.name
+        assert torch.equal(loaded.encoder[0].weight, taef2.encoder[0].weight)
 
 
-def _read_rgb(path):
-    from PIL import Image
-
-    with Image.open(path) as image:
-        array = np.array(image.convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(array).permute(2, 0, 1)[None]
+def _photo_tensor(name):
+    """A scikit-image photograph as a ``1 x 3 x H x W`` float tensor in ``[0, 1]``."""
+    array = load_photo(name).astype(np.float32) / 255
+    return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
 
 
-@needs_taef2
-@pytest.mark.parametrize("path", SET5, ids=[p.stem for p in SET5])
-def test_taef2_reconstructs_set5(taef2, path):
-    image = _read_rgb(path)
+@pytest.mark.parametrize("name", PHOTO_NAMES[:5])
+def test_taef2_reconstructs_real_photos(taef2, name):
+    image = _photo_tensor(name)
     height, width = image.shape[-2:]
     padded = F.pad(image, (0, -width % 8, 0, -height % 8), mode="reflect")
     latents = taef2.encode(padded)
@@ -452,7 +456,7 @@ def test_taef2_reconstructs_set5(taef2, path):
     restored = taef2.decode(latents)[..., :height, :width]
     assert restored.min() >= 0 and restored.max() <= 1
     psnr = -10 * torch.log10(F.mse_loss(restored, image)).item()
-    assert psnr > 28, f"{path.name}: PSNR {psnr:.2f} dB"
+    assert psnr > 28, f"{name}: PSNR {psnr:.2f} dB"
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,19 +467,8 @@ BUNDLED_TAEF2 = BUNDLED_WEIGHTS / "taef2"
 BUNDLED_FILES = ("taef2_encoder.pth", "taef2_decoder.pth", "LICENSE", "README.md")
 
 
-def _published_table(readme):
-    """{file: (bytes, sha256)} from the table of the shared TAEF2 README."""
-    rows = re.findall(
-        r"^\|\s*`(\w+\.pth)`\s*\|\s*([\d,]+)\s*\|\s*([0-9a-f]{64})\s*\|",
-        readme.read_text(encoding="utf-8"),
-        flags=re.MULTILINE,
-    )
-    return {name: (int(size.replace(",", "")), sha256) for name, size, sha256 in rows}
-
-
-def test_bundled_weights_are_the_published_files_with_their_license(shared_dir):
-    published = _published_table(shared_dir / "weights" / "taef2" / "README.md")
-    assert sorted(published) == ["taef2_decoder.pth", "taef2_encoder.pth"]
+def test_bundled_weights_are_the_published_files_with_their_license():
+    published = PUBLISHED_TAEF2
     bundled_readme = (BUNDLED_TAEF2 / "README.md").read_text(encoding="utf-8")
     for name, (size, sha256) in published.items():
         data = (BUNDLED_TAEF2 / name).read_bytes()
@@ -483,12 +476,12 @@ def test_bundled_weights_are_the_published_files_with_their_license(shared_dir):
         assert hashlib.sha256(data).hexdigest() == sha256, name
         assert sha256 in bundled_readme  # the README beside them documents these very files
     license_text = (BUNDLED_TAEF2 / "LICENSE").read_text(encoding="utf-8")
-    assert license_text == (shared_dir / "weights" / "taef2" / "LICENSE").read_text("utf-8")
+    assert license_text.startswith("MIT License")
     assert "Copyright (c) 2023 Ollin Boer Bohan" in license_text
     assert [name for name, preset in PRESETS.items() if preset.bundled] == ["taef2"]
 
 
-def test_taef2_loads_the_bundled_copy_offline(shared_dir, tmp_path, monkeypatch, no_network):
+def test_taef2_loads_the_bundled_copy_offline(tmp_path, monkeypatch, no_network):
     monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
     ae = load_autoencoder("taef2")
     assert isinstance(ae, TAESDAutoencoder)
@@ -497,8 +490,9 @@ def test_taef2_loads_the_bundled_copy_offline(shared_dir, tmp_path, monkeypatch,
     # A models directory without its own taef2/ leaves the bundled copy in use.
     assert str(BUNDLED_TAEF2) in load_autoencoder("taef2", models_dir=tmp_path).name
 
-    # A smooth 64 x 64 crop of a real photograph comes back close: 35.3 dB measured.
-    crop = _read_rgb(shared_dir / "images" / "Set5" / "baby.png")[..., 224:288, 224:288]
+    # A smooth 64 x 64 crop of a real photograph (the sky beside the astronaut) comes back
+    # close.
+    crop = _photo_tensor("astronaut")[..., 0:64, 448:512]
     restored = ae.decode(ae.encode(crop))
     psnr = -10 * torch.log10(F.mse_loss(restored, crop)).item()
     assert psnr > 32, f"PSNR {psnr:.2f} dB"
@@ -830,18 +824,16 @@ def test_non_finite_inputs_are_refused():
         PixelAutoencoder().decode(images.clamp(0, 1) * float("inf"))
 
 
-@needs_taef2
 @pytest.mark.slow
 def test_taef2_tiles_match_untiled_at_1024_px_without_seams():
     from PIL import Image
 
     from latent_ot.autoencoders._tiling import _tile_spans
 
-    # A real photograph, upsampled to 1024 x 1024 (Set14's largest images are smaller).
-    with Image.open(SHARED / "images" / "Set14" / "barbara.png") as image:
-        large = image.convert("RGB").resize((1024, 1024), Image.BICUBIC)
+    # A real photograph, upsampled to 1024 x 1024.
+    large = Image.fromarray(load_photo("coffee")).resize((1024, 1024), Image.BICUBIC)
     images = torch.from_numpy(np.asarray(large, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    ae = load_autoencoder("taef2", models_dir=SHARED / "weights", tile_size=None)
+    ae = load_autoencoder("taef2", tile_size=None)
     untiled_latents = ae.encode(images)
     untiled = ae.decode(untiled_latents)
 
@@ -887,14 +879,9 @@ def _round_trip_in(ae, memory_format, images):
     return latents, decoded
 
 
-@needs_taef2
 def test_taef2_channels_last_equals_contiguous_on_a_real_photo():
-    from PIL import Image
-
-    with Image.open(SET5[0]) as image:  # baby.png, 512 x 512: its top-left 256 x 192 px
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)[:256, :192] / 255
-    images = torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
-    ae = load_autoencoder("taef2", models_dir=SHARED / "weights")
+    images = _photo_tensor("astronaut")[..., :256, :192].contiguous()
+    ae = load_autoencoder("taef2")
     assert ae.memory_format == "channels_last"  # the CPU default
     assert ae.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
     latents, decoded = _round_trip_in(ae, "channels_last", images)
@@ -929,9 +916,12 @@ def test_memory_format_follows_the_device_and_is_checked(tiny_taesd_dir, monkeyp
     assert "memory_format='contiguous'" in repr(chosen)
 
 
-@needs_taef2
-def test_common_photo_sizes_run_whole_and_4k_is_tiled_by_default_on_cpu():
-    ae = load_autoencoder("taef2", models_dir=SHARED / "weights")
+def test_common_photo_sizes_run_whole_and_4k_is_tiled_by_default_on_cpu(monkeypatch):
+    from latent_ot import memory
+
+    # A machine with 4 GB free: a 2 GB budget (latent_ot.memory follows what it reads).
+    monkeypatch.setattr(memory, "available_memory", lambda device: 4 * 10**9)
+    ae = load_autoencoder("taef2")
     assert ae.memory_budget == 2 * 10**9
     assert not ae.will_tile(512, 768) and not ae.will_tile(1024, 1024)
     assert ae.will_tile(2048, 2048) and ae.will_tile(2160, 3840) and ae.will_tile(4096, 4096)
@@ -991,7 +981,10 @@ def test_an_image_over_the_budget_is_tiled_and_matches_the_untiled_pass(pooled_t
     ("budget", "error", "message"),
     [(0, ValueError, "got 0"), (1.5e9, TypeError, "got float"), ("big", TypeError, "got str")],
 )
-def test_memory_budget_is_checked(tiny_taesd_dir, budget, error, message):
+def test_memory_budget_is_checked(tiny_taesd_dir, budget, error, message, monkeypatch):
+    from latent_ot import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device: 4 * 10**9)
     ae = TAESDAutoencoder.from_directory(tiny_taesd_dir)
     with pytest.raises(error, match=rf"memory_budget must be an int >= 1, {message}"):
         ae.set_tiling(memory_budget=budget)

@@ -4,6 +4,7 @@ offline demo, and skipped metrics noted once."""
 
 import csv
 import hashlib
+import signal
 import subprocess
 import sys
 import warnings
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
+import latent_ot.cli
 from latent_ot import LatentOTTransformer
 from latent_ot.autoencoders import MODELS_DIR_ENV
 from latent_ot.cli import build_parser, main, resolve_vae
@@ -130,13 +132,18 @@ def test_fit_low_frequency_sigma_reaches_the_operator_and_none_turns_it_off(
     )
 
 
-def test_fit_noise_scale_reaches_the_operator(data, operator_file, tmp_path, capsys):
-    assert LatentOTTransformer.load(operator_file).noise_scale == "auto"  # the default
+def test_fit_map_settings_reach_the_operators_transport(data, operator_file, tmp_path, capsys):
+    assert LatentOTTransformer.load(operator_file).transport is None  # the default: the recipe's
     fit = ["fit", "--restored", str(data / "restored"), "--natural", str(data / "natural")]
     fit += ["--vae", "pixel", "--device", "cpu", "-q"]
     path = tmp_path / "noisy.safetensors"
     assert main([*fit, "-o", str(path), "--noise-scale", "0.5"]) == 0
-    assert LatentOTTransformer.load(path).noise_scale == 0.5
+    # the other setting is the recipe's for the patch size ("auto": 3 for 3 channels)
+    transport = LatentOTTransformer.load(path).transport
+    assert (transport.noise_scale, transport.rtol) == (0.5, None)
+    assert main([*fit, "-o", str(path), "--rtol", "0.1", "--patch-size", "1"]) == 0
+    transport = LatentOTTransformer.load(path).transport
+    assert (transport.noise_scale, transport.rtol) == (0.0, 0.1)
     assert main([*fit, "-o", str(tmp_path / "bad.safetensors"), "--noise-scale", "2"]) == 2
     assert "--noise-scale must be 'auto' or a number in [0, 1], got '2'" in (
         capsys.readouterr().err
@@ -571,3 +578,134 @@ def test_python_dash_m_runs_the_command(tmp_path):
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+# -- arguments never end in a traceback, Ctrl-C and warnings -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["sweep", "op", "x", "-o", "y", "--alphas", "0:inf:1"],
+            "argument --alphas: expected START:STOP:STEP with STEP > 0 and STOP >= START "
+            "(e.g. -1:2:0.25) or a comma-separated list (e.g. 0,0.5,1); got '0:inf:1'",
+        ),
+        (
+            ["sweep", "op", "x", "-o", "y", "--alphas", "-1e308:1e308:1"],
+            "argument --alphas: expected START:STOP:STEP with STEP > 0 and STOP >= START "
+            "(e.g. -1:2:0.25) or a comma-separated list (e.g. 0,0.5,1); got '-1e308:1e308:1'",
+        ),
+        (
+            ["sweep", "op", "x", "-o", "y", "--alphas", "0,nan"],
+            "argument --alphas: expected at most 10000 finite alphas; got '0,nan'",
+        ),
+        (
+            ["demo", "--size", "100000"],
+            "argument --size: PX must be an int in [32, 2048], got 100000",
+        ),
+        (
+            ["transform", "op", "x", "-o", "y", "--seed", str(2**64)],
+            f"argument --seed: SEED must be an int in [0, 4294967295], got {2**64}",
+        ),
+        (
+            ["transform", "op", "x", "-o", "y", "--alpha", "inf"],
+            "argument --alpha: A must be a finite number, got inf",
+        ),
+        (
+            ["fit", "--restored", "x", "-o", "y", "--batch-size", "1e400"],
+            "argument --batch-size: N must be an int >= 1, got str '1e400'",
+        ),
+    ],
+)
+def test_out_of_range_numbers_are_one_line_usage_errors(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith(f"error: {message}")
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_is_one_line_and_exit_status_130(monkeypatch, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(latent_ot.cli, "_run", interrupted)
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "latent-ot: interrupted\n"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--debug", "demo"])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
+def test_ctrl_c_while_torch_imports_is_one_line(tmp_path):
+    # The entry point imports nothing heavy before main: "ready" is printed before torch loads.
+    script = (
+        "import sys; from latent_ot.cli import main; assert 'torch' not in sys.modules; "
+        "print('ready', flush=True); sys.exit(main(['demo', '-o', 'out', '-q']))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline() == "ready\n"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err == "latent-ot: interrupted\n"
+
+
+def test_other_packages_warnings_are_not_shown_and_ours_are(monkeypatch):
+    shown = []
+
+    def warn(argv):
+        # Records what the command's filters let through (they stay as they are in the block).
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.warn_explicit("old", FutureWarning, "hub.py", 1, module="huggingface_hub")
+            warnings.warn_explicit("few images", UserWarning, "fit.py", 1, module="latent_ot.cli")
+        shown.extend(str(warning.message) for warning in caught)
+        return 0
+
+    monkeypatch.setattr(latent_ot.cli, "_run", warn)
+    assert main(["demo"]) == 0
+    assert shown == ["few images"]
+
+
+# -- photos and unreadable files -----------------------------------------------------------------
+
+
+def test_transform_turns_photos_upright_unless_declined(operator_file, tmp_path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    Image.fromarray(smooth_image(np.random.default_rng(2), 24, 40)).save(
+        folder / "sideways.jpg", exif=exif.tobytes()
+    )
+    for flags, size, orientation in (([], (24, 40), 1), (["--no-exif-orientation"], (40, 24), 6)):
+        out = tmp_path / f"out{len(flags)}"
+        argv = ["transform", str(operator_file), str(folder), "-o", str(out), "-q", *flags]
+        assert main([*argv, "--alpha", "0.5"]) == 0
+        with Image.open(out / "sideways.jpg") as written:
+            assert written.size == size
+            assert written.getexif()[ExifTags.Base.Orientation] == orientation
+
+
+def test_fit_skips_unreadable_files_with_the_report_transform_gives(data, tmp_path, capsys):
+    folder = folder_of_six_with_two_broken(tmp_path)
+    operator = tmp_path / "op.safetensors"
+    args = ["fit", "--restored", str(folder), "--natural", str(data / "natural")]
+
+    code = main([*args, "-o", str(operator), "--vae", "pixel", "--device", "cpu", "-q"])
+
+    captured = capsys.readouterr()
+    assert code == 1 and operator.is_file()
+    errors = [line for line in captured.err.splitlines() if line.startswith("latent-ot: error:")]
+    assert [line.split(": ")[2] for line in errors] == [
+        str(folder / "garbage.png"),
+        str(folder / "truncated.jpg"),
+    ]
+    assert "fitted on 4 restored images" in captured.out
+    assert captured.out.strip().endswith("; 2 unreadable file(s) skipped")

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from latent_ot import GaussianStats, LatentOTTransformer
+from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
 from latent_ot.autoencoders import load_autoencoder
 from latent_ot.distributed import gather_stats, synchronize_fit
 from latent_ot.gaussian import fit_gaussian_map
@@ -27,18 +27,18 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def photos(shared_dir) -> list[np.ndarray]:
-    """Eight real 128 x 128 crops from Set14, float32 in [0, 1], channels last."""
-    crops = []
-    for path in sorted((shared_dir / "images" / "Set14").glob("*.png"))[:8]:
-        image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
-        crops.append(np.ascontiguousarray(image[:128, :128]))
-    return crops
+def crops(photos) -> list[np.ndarray]:
+    """Eight real 128 x 128 crops of scikit-image photos, float32 in [0, 1], channels last."""
+    corners = [(name, 0, 0) for name in photos] + [("astronaut", 256, 256), ("coffee", 128, 256)]
+    return [
+        np.ascontiguousarray(photos[name][y : y + 128, x : x + 128], dtype=np.float32) / 255
+        for name, y, x in corners[:8]
+    ]
 
 
 @pytest.fixture(scope="module")
-def taef2(shared_dir):
-    return shared_dir / "weights" / "taef2"
+def taef2(taef2_dir):
+    return taef2_dir
 
 
 def test_statistics_on_the_gpu_are_float64_and_equal_the_cpu_ones():
@@ -64,13 +64,13 @@ def test_the_gaussian_map_on_the_gpu_equals_the_cpu_one(stochastic):
     assert relative_error(on_gpu, on_cpu) < 1e-12
 
 
-def test_latent_transport_on_the_gpu_matches_the_cpu(taef2, photos):
-    restored, natural = [p**1.5 for p in photos[:4]], photos[4:]
+def test_latent_transport_on_the_gpu_matches_the_cpu(taef2, crops):
+    restored, natural = [p**1.5 for p in crops[:4]], crops[4:]
     outputs, fitted = {}, {}
     for device in ("cpu", "cuda"):
-        dot = LatentOTTransformer(
-            vae=taef2, device=device, dtype="float32", stochastic="never", random_state=0
-        )
+        vae = load_autoencoder(taef2, device=device, dtype="float32")
+        plain = GaussianOTTransformer(stochastic="never")
+        dot = LatentOTTransformer(vae=vae, device=device, transport=plain, random_state=0)
         dot.fit(restored, natural)
         fitted[device] = dot
         outputs[device] = np.stack(dot.transform(restored))
@@ -82,11 +82,12 @@ def test_latent_transport_on_the_gpu_matches_the_cpu(taef2, photos):
     assert np.abs(outputs["cuda"] - outputs["cpu"]).mean() < 1e-3
 
 
-def test_auto_dtype_is_float16_on_the_gpu_and_half_precision_stays_close(taef2, photos):
-    restored, natural = [p**1.5 for p in photos[:4]], photos[4:]
+def test_auto_dtype_is_float16_on_the_gpu_and_half_precision_stays_close(taef2, crops):
+    restored, natural = [p**1.5 for p in crops[:4]], crops[4:]
     results = {}
     for dtype in ("float32", "auto", "bfloat16"):
-        dot = LatentOTTransformer(vae=taef2, device="cuda", dtype=dtype, random_state=0)
+        vae = taef2 if dtype == "auto" else load_autoencoder(taef2, device="cuda", dtype=dtype)
+        dot = LatentOTTransformer(vae=vae, device="cuda", random_state=0)
         dot.fit(restored, natural)
         results[dtype] = np.stack(dot.transform(restored))
         if dtype == "auto":
@@ -97,19 +98,19 @@ def test_auto_dtype_is_float16_on_the_gpu_and_half_precision_stays_close(taef2, 
     assert np.abs(results["bfloat16"] - results["float32"]).mean() < 2 / 255
 
 
-def test_the_same_random_state_gives_the_same_output_on_the_gpu(taef2, photos):
+def test_the_same_random_state_gives_the_same_output_on_the_gpu(taef2, crops):
     def run(seed: int) -> np.ndarray:
-        dot = LatentOTTransformer(vae=taef2, device="cuda", stochastic="always", random_state=seed)
-        return np.stack(dot.fit(photos[:4], photos[4:]).transform(photos[:2]))
+        noisy = GaussianOTTransformer(stochastic="always")
+        dot = LatentOTTransformer(vae=taef2, device="cuda", transport=noisy, random_state=seed)
+        return np.stack(dot.fit(crops[:4], crops[4:]).transform(crops[:2]))
 
     first = run(7)
     assert np.array_equal(run(7), first)
     assert not np.array_equal(run(8), first)
 
 
-def test_tiles_match_one_pass_on_the_gpu_at_1024_px(taef2, shared_dir):
-    path = sorted((shared_dir / "images" / "Set14").glob("*.png"))[0]
-    large = Image.open(path).convert("RGB").resize((1024, 1024), Image.BICUBIC)
+def test_tiles_match_one_pass_on_the_gpu_at_1024_px(taef2, photos):
+    large = Image.fromarray(photos["coffee"]).resize((1024, 1024), Image.BICUBIC)
     image = torch.from_numpy(np.asarray(large, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     untiled = load_autoencoder(taef2, device="cuda", tile_size=None)
     tiled = load_autoencoder(taef2, device="cuda", tile_size=512)

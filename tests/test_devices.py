@@ -1,10 +1,13 @@
 """The device and dtype rules ("auto" per machine, LOCAL_RANK, errors naming the argument)."""
 
+import re
+
 import pytest
 import torch
 
 from latent_ot import LatentOTTransformer
-from latent_ot.devices import resolve_device, resolve_dtype
+from latent_ot.autoencoders import load_autoencoder
+from latent_ot.devices import check_device_available, resolve_device, resolve_dtype
 
 
 def test_auto_device_is_the_cpu_without_cuda_and_the_rank_gpu_with_it(monkeypatch):
@@ -42,15 +45,28 @@ def test_dtypes_resolve_per_device(dtype, device, expected):
     assert resolve_dtype(dtype, device) is expected
 
 
-@pytest.mark.parametrize("bad", ["half-ish", torch.int8, 16])
-def test_a_bad_dtype_names_the_argument_and_the_choices(bad):
-    with pytest.raises(ValueError, match=r"dtype must be 'auto', None or a floating point"):
+@pytest.mark.parametrize(
+    ("bad", "shown"), [("half-ish", "'half-ish'"), (torch.int8, "torch.int8"), (16, "16")]
+)
+def test_a_bad_dtype_names_the_argument_the_choices_and_itself(bad, shown):
+    message = (
+        "dtype must be one of 'auto', 'float32', 'float16', 'bfloat16', None or a floating "
+        f"point torch.dtype, got {shown}"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         resolve_dtype(bad, "cpu")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_autoencoder("pixel", dtype=bad)
 
 
-def test_the_estimator_defaults_to_auto_which_is_float32_on_the_cpu():
-    dot = LatentOTTransformer(vae="pixel", device="cpu")
-    assert dot.dtype == "auto"
-    assert dot._autoencoder().dtype == torch.float32
-    with pytest.raises(ValueError, match="dtype must be"):
-        LatentOTTransformer(vae="pixel", device="cpu", dtype="int8")._autoencoder()
+@pytest.mark.skipif(torch.backends.cuda.is_built(), reason="a torch build without CUDA")
+def test_a_cuda_device_is_refused_by_a_torch_build_without_cuda():
+    with pytest.raises(ValueError, match=r"device='cuda:0' but this torch build has no CUDA"):
+        check_device_available(torch.device("cuda:0"))
+    assert check_device_available(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_the_estimator_loads_a_name_in_auto_dtype_and_keeps_an_instances():
+    assert LatentOTTransformer(vae="pixel", device="cpu")._autoencoder().dtype == torch.float32
+    half = load_autoencoder("pixel", dtype="bfloat16")
+    assert LatentOTTransformer(vae=half, device="cpu")._autoencoder().dtype == torch.bfloat16

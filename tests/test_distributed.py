@@ -35,7 +35,7 @@ from latent_ot.distributed import (
     transform_dataset,
 )
 from latent_ot.exceptions import IncompatibleAutoencoderError
-from latent_ot.folders import shard
+from latent_ot.images import shard
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`:UserWarning")
 

@@ -64,11 +64,13 @@ def test_example_writes_figures_and_the_restored_row_is_the_restorer(
     assert restored_row["psnr"] == metrics.psnr(images.restored, images.clean)
     assert restored_row["ssim"] == metrics.ssim(images.restored, images.clean)
     taef2 = shared_dir / "weights" / "taef2"
-    expected_w2 = metrics.latent_w2(images.restored, images.clean, taef2, device="cpu")
+    expected_w2 = metrics.latent_w2(
+        images.restored, images.clean, taef2, patch_size=demo.PATCH_SIZE, device="cpu"
+    )
     assert restored_row["latent_w2"] == pytest.approx(expected_w2, rel=1e-6)
     assert transported["psnr"] != restored_row["psnr"]  # alpha = 0 did change the images
     printed = capsys.readouterr().out
-    assert f"{restored_row['psnr']:6.2f}  {restored_row['ssim']:6.4f}" in printed
+    assert f"| {restored_row['psnr']:.2f} | {restored_row['ssim']:.4f} |" in printed
 
 
 @pytest.mark.slow
@@ -95,9 +97,8 @@ def test_prepare_images_uses_disjoint_training_sets_and_the_task(load_example, s
 
     assert len(images.train_restored) == len(images.train_natural) == 3
     # Unpaired: no natural image is the clean version of a restored one (SR is deterministic).
-    natural_restored = [
-        example.TASK.restore(example.downscale(n, None)) for n in images.train_natural
-    ]
+    rng = np.random.default_rng(0)
+    natural_restored = [example.TASK.degrade_and_restore(n, rng)[1] for n in images.train_natural]
     for restored in images.train_restored:
         assert not any(np.array_equal(restored, other) for other in natural_restored)
     assert len({image.tobytes() for image in images.train_natural}) == 3
@@ -108,10 +109,8 @@ def test_prepare_images_uses_disjoint_training_sets_and_the_task(load_example, s
     assert 18 < metrics.psnr(images.restored, images.clean) < 40
 
 
-def test_table_agrees_with_latent_ot_metrics_and_the_curve_shows_patch_fid(
-    load_example, tmp_path, monkeypatch
-):
-    example = load_example("denoising")
+def test_table_agrees_with_latent_ot_metrics(load_example, tmp_path, monkeypatch):
+    load_example("denoising")  # puts _restoration_demo in sys.modules
     demo = sys.modules["_restoration_demo"]
     rng = np.random.default_rng(0)
     clean = [rng.random((32, 32, 3), dtype=np.float32) for _ in range(2)]
@@ -127,6 +126,8 @@ def test_table_agrees_with_latent_ot_metrics_and_the_curve_shows_patch_fid(
         return metrics.patch_fid(images, reference, crop_size=8, feature_extractor=pooled)
 
     monkeypatch.setattr(demo, "patch_fid", small_patch_fid)
+    # The table's latent W2, with patches of the pixel autoencoder's 3 channels.
+    monkeypatch.setattr(demo, "PATCH_SIZE", 2)
 
     rows = demo.perception_distortion_table(
         outputs, clean, load_autoencoder("pixel"), with_patch_fid=True
@@ -136,24 +137,39 @@ def test_table_agrees_with_latent_ot_metrics_and_the_curve_shows_patch_fid(
     for row, images in zip(rows, outputs.values(), strict=True):
         assert row["psnr"] == metrics.psnr(images, clean)
         assert row["ssim"] == metrics.ssim(images, clean)
-        expected_w2 = metrics.latent_w2(images, clean, "pixel")
+        expected_w2 = metrics.latent_w2(images, clean, "pixel", patch_size=2)
         assert row["latent_w2"] == pytest.approx(expected_w2, rel=1e-9, abs=1e-12)
         assert row["patch_fid"] == small_patch_fid(images, clean)
-    assert "patch FID" in demo.format_table(rows).splitlines()[0]
-    demo.save_curve(example.TASK, rows, tmp_path / "curve.png")
-    _check_png(tmp_path / "curve.png")
-    with Image.open(tmp_path / "curve.png") as curve:
-        assert curve.width > 1.5 * curve.height  # two panels: latent W2 and patch FID
+    assert list(rows[0]) == ["alpha", "psnr", "ssim", "latent_w2", "patch_fid"]
+
+
+def test_collage_has_a_row_per_stage_and_a_column_per_image(load_example, tmp_path):
+    example = load_example("super_resolution")
+    demo = sys.modules["_restoration_demo"]
+    rng = np.random.default_rng(0)
+    clean = [rng.random((64, 64, 3), dtype=np.float32) for _ in range(2)]
+    degraded, restored = zip(
+        *(example.TASK.degrade_and_restore(image, rng) for image in clean), strict=True
+    )
+    images = demo.DemoImages([], [], ["Set5/a", "Set5/b"], clean, list(degraded), list(restored))
+
+    demo.save_collage(example.TASK, images, clean, tmp_path / "collage.png")
+
+    _check_png(tmp_path / "collage.png")
+    with Image.open(tmp_path / "collage.png") as collage:
+        # Two 64 px tiles 3 px apart, 116 px of row labels and 4 px of margin; four rows
+        # (low resolution, bicubic, transported, clean) and 64 px of titles.
+        assert collage.size == (116 + 2 * 64 + 3 + 4, 64 + 4 * 64 + 3 * 3 + 4)
 
 
 def test_denoising_noise_has_the_stated_level(load_example):
     example = load_example("denoising")
     clean = np.full((64, 64, 3), 0.5, dtype=np.float32)
 
-    noisy = example.add_noise(clean, np.random.default_rng(0))
+    noisy, denoised = example.TASK.degrade_and_restore(clean, np.random.default_rng(0))
 
     assert noisy.std() == pytest.approx(50 / 255, rel=0.03)
-    assert example.non_local_means(noisy).std() < noisy.std() / 3
+    assert denoised.std() < noisy.std() / 3
 
 
 @pytest.mark.parametrize(

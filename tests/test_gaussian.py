@@ -35,7 +35,7 @@ def relative_error(actual, expected) -> float:
 
 
 def scipy_transport_matrix(cov_s: np.ndarray, cov_t: np.ndarray) -> np.ndarray:
-    """EQUATIONS.md section 2 written with scipy's Schur-based sqrtm, an independent method."""
+    """The map of the Method page (docs: method-map) with scipy's Schur-based sqrtm."""
     sqrt_s = scipy.linalg.sqrtm(cov_s).real
     inv_sqrt_s = np.linalg.inv(sqrt_s)
     return inv_sqrt_s @ scipy.linalg.sqrtm(sqrt_s @ cov_t @ sqrt_s).real @ inv_sqrt_s

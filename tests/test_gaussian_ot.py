@@ -247,15 +247,30 @@ def test_bad_fit_input_names_the_argument(kwargs, error, match):
         GaussianOTTransformer().fit(arguments["X"], target=arguments["target"])
 
 
+RANDOM_STATE_MESSAGE = (
+    r"random_state must be None, an int in \[0, 4294967295\], a RandomState or a Generator, got "
+)
+
+
 @pytest.mark.parametrize(
     ("params", "error", "match"),
     [
-        ({"alpha": float("nan")}, ValueError, "alpha must be a finite"),
-        ({"alpha": float("inf")}, ValueError, "alpha must be a finite"),
-        ({"alpha": "half"}, TypeError, "alpha must be a real number"),
-        ({"alpha": None}, TypeError, "alpha must be a real number"),
-        ({"stochastic": "maybe"}, ValueError, "stochastic must be one of"),
-        ({"rtol": -1.0}, ValueError, "rtol must be"),
+        ({"alpha": float("nan")}, ValueError, r"alpha must be a number in \[-10, 10\], got nan"),
+        ({"alpha": float("inf")}, ValueError, r"alpha must be a number in \[-10, 10\], got inf"),
+        ({"alpha": 1e308}, ValueError, r"alpha must be a number in \[-10, 10\], got 1e\+308"),
+        ({"alpha": "half"}, TypeError, r"alpha must be a number in \[-10, 10\], got 'half'"),
+        ({"alpha": None}, TypeError, r"alpha must be a number in \[-10, 10\], got None"),
+        ({"alpha": True}, TypeError, r"alpha must be a number in \[-10, 10\], got True"),
+        (
+            {"stochastic": "maybe"},
+            ValueError,
+            "stochastic must be one of 'always', 'auto', 'never', got 'maybe'",
+        ),
+        ({"rtol": -1.0}, ValueError, r"rtol must be None or a number in \[0, 1\), got -1.0"),
+        ({"random_state": 1.5}, TypeError, RANDOM_STATE_MESSAGE + "1.5"),
+        ({"random_state": 2**64}, ValueError, RANDOM_STATE_MESSAGE + "18446744073709551616"),
+        ({"random_state": -1}, ValueError, RANDOM_STATE_MESSAGE + "-1"),
+        ({"random_state": "seed"}, TypeError, RANDOM_STATE_MESSAGE + "'seed'"),
     ],
 )
 def test_bad_parameters_are_named(params, error, match):
@@ -263,11 +278,27 @@ def test_bad_parameters_are_named(params, error, match):
     with pytest.raises(error, match=match):
         GaussianOTTransformer(**params).fit(X)
     fitted = GaussianOTTransformer().fit(X)
+    with pytest.raises(error, match=match):
+        fitted.set_params(**params).transform(X)
     if "alpha" in params:
         with pytest.raises(error, match=match):
-            fitted.interpolate(params["alpha"])
-        with pytest.raises(error, match=match):
-            fitted.set_params(**params).transform(X)
+            GaussianOTTransformer().fit(X).interpolate(params["alpha"])
+
+
+@pytest.mark.parametrize(
+    "random_state", [None, 0, 2**32 - 1, np.random.RandomState(0), np.random.default_rng(0)]
+)
+def test_every_kind_of_random_state_seeds_the_noise(random_state):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 1)) @ np.ones((1, 3))  # singular: the stochastic map draws noise
+    ot = GaussianOTTransformer(random_state=random_state).fit(X, target=rng.normal(size=(200, 3)))
+    assert ot.noise_cov_ is not None
+    Y = ot.transform(X)
+    assert Y.shape == X.shape and np.isfinite(Y).all()
+    if isinstance(random_state, int):  # an int: the same noise on every call
+        assert np.array_equal(ot.transform(X), Y)
+    else:  # None or a generator: new noise on every call
+        assert not np.array_equal(ot.transform(X), Y)
 
 
 def test_transform_before_fit_and_with_wrong_width():

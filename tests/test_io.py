@@ -1,23 +1,24 @@
-"""Tests for latent_ot.images (and latent_ot.io): images of every kind in, float pixels, the
+"""Tests for latent_ot.images: images of every kind in, float pixels, the
 caller's kind back out."""
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import ExifTags, Image, ImageCms, ImageOps
 
-import latent_ot.encoding
-import latent_ot.folders
 import latent_ot.images
 import latent_ot.images.folders
-import latent_ot.io
 from latent_ot.exceptions import ImageReadError
-from latent_ot.images import expand_inputs
-from latent_ot.io import ImageItem, ImageSource, crop_to, pad_to_multiple
+from latent_ot.images import ImageItem, ImageSource, expand_inputs
+from latent_ot.images._png16 import png16_bytes
+from latent_ot.pipeline import crop_to, pad_to_multiple
 
 LAYOUT_SHAPES = {"HW": (5, 7), "HW1": (5, 7, 1), "HW3": (5, 7, 3), "HW4": (5, 7, 4)}
 
@@ -335,14 +336,228 @@ def test_sixteen_bit_png_is_read_on_a_16_bit_scale(tmp_path):
     np.testing.assert_array_equal(pil_pixels(item.to_output(item.pixels)), array)
 
 
-def test_exif_orientation_is_not_applied(tmp_path):
+# Photos: EXIF orientation, ICC profiles and EXIF data kept, one frame only
+
+
+def sideways_jpeg(path: Path, array: np.ndarray, orientation: int = 6) -> Path:
+    """A JPEG stored as `array`, whose EXIF says: turn it to view it (6: 90 degrees clockwise)."""
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 degrees to display"
-    array = random_array((4, 10, 3), np.uint8)
-    path = write_image(tmp_path / "sideways.jpg", array, exif=exif)
+    exif[ExifTags.Base.Orientation] = orientation
+    exif[ExifTags.Base.Make] = "latent-ot test camera"
+    return write_image(path, array, exif=exif.tobytes(), quality=100, subsampling=0)
+
+
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def test_exif_orientation_is_applied_as_viewers_do_and_reset_to_1(tmp_path):
+    path = sideways_jpeg(tmp_path / "sideways.jpg", skimage.data.astronaut()[:64:2, :96:2])
+    with Image.open(path) as stored:
+        upright = ImageOps.exif_transpose(stored)  # PIL's reference
     item = only_item(path)
+    assert item.pixels.shape == (3, 48, 32)  # stored 48 wide, 32 high: shown 32 x 48
+    expected = torch.from_numpy(np.asarray(upright).transpose(2, 0, 1).astype(np.float32))
+    torch.testing.assert_close(item.pixels, expected / 255, rtol=0, atol=0)
+    output = item.to_output(item.pixels)
+    assert output.size == (32, 48)
+    assert output.getexif()[ExifTags.Base.Orientation] == 1
+    assert output.getexif()[ExifTags.Base.Make] == "latent-ot test camera"
+    assert item.original().size == (32, 48)
+
+
+def test_exif_orientation_is_applied_to_a_pil_image_without_changing_it():
+    image = Image.fromarray(random_array((4, 10, 3), np.uint8))
+    exif = image.getexif()
+    exif[ExifTags.Base.Orientation] = 3  # upside down
+    image.info["exif"] = exif.tobytes()
+    item = only_item(image)
+    np.testing.assert_array_equal(
+        np.asarray(item.to_output(item.pixels)), np.asarray(image)[::-1, ::-1]
+    )
+    assert image.getexif()[ExifTags.Base.Orientation] == 3  # the caller's image is untouched
+
+
+def test_exif_orientation_can_be_declined(tmp_path):
+    array = random_array((4, 10, 3), np.uint8)
+    path = sideways_jpeg(tmp_path / "sideways.jpg", array)
+    item = next(iter(ImageSource(path, exif_orientation=False)))
     assert item.pixels.shape == (3, 4, 10)
-    assert item.to_output(item.pixels).size == (10, 4)
+    output = item.to_output(item.pixels)
+    assert output.size == (10, 4) and output.getexif()[ExifTags.Base.Orientation] == 6
+
+
+def test_exif_orientation_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"^exif_orientation must be True or False, got 'no'$"):
+        ImageSource(np.zeros((2, 2), np.uint8), exif_orientation="no")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
+def test_icc_profile_and_exif_are_kept_when_written(tmp_path, suffix):
+    profile = srgb_profile()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Artist] = "someone"
+    path = write_image(
+        tmp_path / f"photo{suffix}",
+        skimage.data.coffee()[:40:4, :60:4],
+        icc_profile=profile,
+        exif=exif.tobytes(),
+    )
+    item = only_item(path)
+    written = tmp_path / "out" / path.name
+    written.parent.mkdir()
+    latent_ot.images.save_image_atomically(item.to_output(1 - item.pixels), written)
+    with Image.open(written) as image:
+        assert image.info["icc_profile"] == profile
+        if suffix != ".tif":  # PIL reads a TIFF's EXIF tags as its own, not as EXIF data
+            assert image.getexif()[ExifTags.Base.Artist] == "someone"
+
+
+def test_folder_run_keeps_the_profile_of_each_input(tmp_path):
+    profile = srgb_profile()
+    write_image(tmp_path / "a.png", skimage.data.chelsea()[:20, :30], icc_profile=profile)
+    write_image(tmp_path / "b.png", skimage.data.chelsea()[:20, :30])
+
+    def invert(path):
+        item = only_item(path)
+        return item.to_output(1 - item.pixels)
+
+    report = latent_ot.images.transform_files(
+        invert, [tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out"
+    )
+    assert report.ok
+    with (
+        Image.open(tmp_path / "out" / "a.png") as kept,
+        Image.open(tmp_path / "out" / "b.png") as none,
+    ):
+        assert kept.info["icc_profile"] == profile and "icc_profile" not in none.info
+
+
+def animated_gif(path: Path, frames: int = 3) -> Path:
+    images = [Image.new("RGB", (8, 6), (60 * index, 20, 200)) for index in range(frames)]
+    images[0].save(path, save_all=True, append_images=images[1:])
+    return path
+
+
+def test_animated_gif_is_refused_with_its_frame_count(tmp_path):
+    path = animated_gif(tmp_path / "moving.gif")
+    message = (
+        f"images ({path}) has 3 frames (an animated or multi-page image); latent-ot transforms "
+        "single images: save each frame as an image of its own first"
+    )
+    for prefetch in (0, 2):
+        with pytest.raises(ImageReadError) as caught:
+            list(ImageSource([path], prefetch=prefetch))
+        assert str(caught.value) == message.replace("images (", "images[0] (")
+    with pytest.raises(ImageReadError) as caught:
+        only_item(path)
+    assert str(caught.value) == message
+    with Image.open(path) as opened, pytest.raises(ImageReadError, match=r"^images has 3 frames"):
+        only_item(opened)
+
+
+def test_multi_page_tiff_is_refused(tmp_path):
+    path = tmp_path / "pages.tif"
+    pages = [Image.new("L", (5, 5), value) for value in (0, 255)]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    with pytest.raises(ImageReadError, match=r"has 2 frames \(an animated or multi-page image\)"):
+        only_item(path)
+
+
+def test_unreadable_files_can_be_reported_and_left_out(tmp_path):
+    good = write_image(tmp_path / "good.png", random_array((4, 4, 3), np.uint8))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    moving = animated_gif(tmp_path / "moving.gif")
+    for prefetch in (0, 2):
+        skipped: list = []
+        source = ImageSource(
+            [broken, good, moving],
+            prefetch=prefetch,
+            on_unreadable=lambda path, err, into=skipped: into.append((path, type(err).__name__)),
+        )
+        assert [item.name for item in source] == [f"images[1] ({good})"]
+        assert skipped == [(broken, "ImageReadError"), (moving, "ImageReadError")]
+
+
+def test_an_image_source_is_read_with_its_own_options(tmp_path):
+    path = sideways_jpeg(tmp_path / "sideways.jpg", random_array((4, 10, 3), np.uint8))
+    inner = ImageSource(path, name="photos", exif_orientation=False)
+    item = only_item(inner)
+    assert item.name == f"photos ({path})" and item.pixels.shape == (3, 4, 10)
+
+
+# 16-bit colour PNG files
+
+
+def test_sixteen_bit_rgb_png_stays_16_bit(tmp_path):
+    values = random_array((6, 7, 3), np.uint16)
+    path = tmp_path / "deep.png"
+    path.write_bytes(png16_bytes(values, icc_profile=srgb_profile()))
+    # PIL, an independent reader, reads the high bytes of the values written.
+    with Image.open(path) as eight_bit:
+        assert eight_bit.mode == "RGB" and eight_bit.info["icc_profile"] == srgb_profile()
+        np.testing.assert_array_equal(np.asarray(eight_bit), values >> 8)
+    item = only_item(path)
+    torch.testing.assert_close(
+        item.pixels, torch.from_numpy(values.transpose(2, 0, 1).astype(np.float32)) / 65535
+    )
+    output = item.to_output(item.pixels)
+    assert output.dtype == np.uint16
+    np.testing.assert_array_equal(output, values)
+
+
+def test_sixteen_bit_rgba_png_round_trips_through_a_folder_run(tmp_path):
+    values = random_array((5, 9, 4), np.uint16)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "deep.png").write_bytes(png16_bytes(values, icc_profile=srgb_profile()))
+
+    def invert(path):
+        item = only_item(path)
+        return item.to_output(1 - item.pixels)
+
+    report = latent_ot.images.transform_files(invert, tmp_path / "in", tmp_path / "out")
+    assert report.ok
+    written = tmp_path / "out" / "deep.png"
+    expected = np.concatenate([65535 - values[..., :3], values[..., 3:]], axis=-1)
+    np.testing.assert_array_equal(only_item(written).to_output(only_item(written).pixels), expected)
+    with Image.open(written) as eight_bit:  # PIL's own decoder accepts the file
+        assert eight_bit.info["icc_profile"] == srgb_profile()
+        np.testing.assert_array_equal(np.asarray(eight_bit), expected >> 8)
+
+
+def test_an_array_is_written_only_as_a_16_bit_png(tmp_path):
+    with pytest.raises(ValueError, match=r"an array is written only as a 16-bit colour PNG"):
+        latent_ot.images.save_image_atomically(np.zeros((2, 2, 3), np.uint16), tmp_path / "a.jpg")
+
+
+# Files written as a plain write would write them
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_permissions_the_umask_gives(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        latent_ot.images.save_image_atomically(Image.new("L", (2, 2)), tmp_path / "a.png")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_folder_run_removes_the_temporaries_a_killed_run_left(tmp_path):
+    write_image(tmp_path / "a.png", random_array((4, 4, 3), np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".a.png.latent-ot-0123456789abcdef.tmp", out / ".a.png.k2j4_x9q.tmp"]
+    foreign = [out / ".b.png.latent-ot-0123456789abcdef.tmp", out / ".a.png.backup.tmp"]
+    for path in stale + foreign:
+        path.write_bytes(b"partial")
+    report = latent_ot.images.transform_files(
+        lambda p: Image.open(p).copy(), [tmp_path / "a.png"], out
+    )
+    assert report.ok
+    assert sorted(p.name for p in out.iterdir()) == sorted(["a.png"] + [p.name for p in foreign])
 
 
 def test_directory_gives_its_image_files_sorted_by_name(tmp_path):
@@ -373,13 +588,13 @@ def test_folders_and_sources_take_the_same_files_from_a_directory(tmp_path):
     assert names == [f"images[{index}] ({path})" for index, path in enumerate(expected)]
 
 
-def test_shared_images_round_trip_exactly(shared_dir):
-    # Set14's bridge.png is grayscale (mode L); Set5 is RGB.
-    images = shared_dir / "images"
-    paths = [images / "Set14" / "bridge.png", *sorted((images / "Set5").glob("*.png"))]
-    paths = [path for path in paths if path.is_file()]
-    if not paths:
-        pytest.skip(f"no Set14/Set5 images under {images}")
+def test_real_photos_round_trip_exactly(photo_dir, tmp_path):
+    # RGB photographs and a grayscale one (mode L), as PNG files.
+    import skimage.data
+
+    grey = tmp_path / "camera.png"
+    Image.fromarray(skimage.data.camera()).save(grey)
+    paths = [grey, *sorted(photo_dir.glob("*.png"))]
     outputs = round_trip(paths)
     for path, output in zip(paths, outputs, strict=True):
         with Image.open(path) as stored:
@@ -684,10 +899,9 @@ def test_pad_then_crop_is_the_identity(height, width, factor):
     assert torch.equal(crop_to(padded, height, width), batch)
 
 
-# the import paths kept for io and folders
+# the images package exports its readers and its folder runs
 
 IMAGE_NAMES = ("IMAGE_EXTENSIONS", "ImageItem", "ImageSource")
-GEOMETRY_NAMES = ("batch_name", "batches_by_size", "crop_to", "pad_to_multiple")
 FOLDER_NAMES = (
     "FolderReport",
     "expand_inputs",
@@ -697,23 +911,10 @@ FOLDER_NAMES = (
 )
 
 
-@pytest.mark.parametrize("name", IMAGE_NAMES)
-def test_io_reexports_the_images_package(name):
-    assert getattr(latent_ot.io, name) is getattr(latent_ot.images, name)
-
-
-@pytest.mark.parametrize("name", GEOMETRY_NAMES)
-def test_io_reexports_the_tensor_geometry_of_encoding(name):
-    assert getattr(latent_ot.io, name) is getattr(latent_ot.encoding, name)
-
-
 @pytest.mark.parametrize("name", FOLDER_NAMES)
-def test_folders_reexports_the_images_folders(name):
-    assert getattr(latent_ot.folders, name) is getattr(latent_ot.images.folders, name)
+def test_images_reexports_the_images_folders(name):
     assert getattr(latent_ot.images, name) is getattr(latent_ot.images.folders, name)
 
 
-def test_reexport_modules_export_exactly_those_names():
-    assert sorted(latent_ot.io.__all__) == sorted(IMAGE_NAMES + GEOMETRY_NAMES)
-    assert sorted(latent_ot.folders.__all__) == sorted(FOLDER_NAMES)
+def test_images_exports_exactly_those_names():
     assert sorted(latent_ot.images.__all__) == sorted(IMAGE_NAMES + FOLDER_NAMES)

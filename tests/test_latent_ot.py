@@ -2,12 +2,12 @@
 the loading path users take, every input kind, scikit-learn integration, bad input."""
 
 import pickle
-from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
 import torch
+from photos import photo_crops
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from sklearn.base import clone
@@ -17,12 +17,13 @@ from sklearn.preprocessing import FunctionTransformer
 
 from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
 from latent_ot.autoencoders import MODELS_DIR_ENV, load_autoencoder
-from latent_ot.estimators._latent_files import operator_file_state
 from latent_ot.exceptions import ImageReadError, IncompatibleAutoencoderError, OperatorFileError
 from latent_ot.gaussian import w2_distance
-from latent_ot.io import pad_to_multiple
 from latent_ot.patches import extract_patches, fold_patches, iter_patch_chunks
-from latent_ot.serialization import write_operator
+from latent_ot.pipeline import pad_to_multiple
+from latent_ot.priors import builtin_prior
+from latent_ot.recipes import DEFAULT, PAPER_MAP, auto_map, auto_patch_size
+from latent_ot.serialization import read_operator, write_operator
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`:UserWarning")
 
@@ -115,13 +116,6 @@ def nlm_restored(clean: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(denoised, 0, 1)
 
 
-def center_crop(path: Path, size: int = 256) -> np.ndarray:
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
-    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
-    return array[top : top + size, left : left + size]
-
-
 def patch_stats(autoencoder, images, patch_size: int) -> GaussianStats:
     stats = None
     for image in images:
@@ -135,24 +129,21 @@ def patch_stats(autoencoder, images, patch_size: int) -> GaussianStats:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("patch_size", "resolved"), [("auto", 1), (3, 3)])
-def test_taef2_transport_closes_the_gap_to_natural_statistics(shared_dir, patch_size, resolved):
-    paths = sorted((shared_dir / "images" / "CBSD68").glob("*.png"))
-    clean = [center_crop(path) for path in paths[:26]]
+def test_taef2_transport_closes_the_gap_to_natural_statistics(taef2_dir, patch_size, resolved):
+    clean = photo_crops(128, 26)
     restored_train = [nlm_restored(image, seed) for seed, image in enumerate(clean[:10])]
     natural_train = clean[10:20]
     held_out_clean = clean[20:26]
     held_out = [nlm_restored(image, 100 + seed) for seed, image in enumerate(held_out_clean)]
 
-    dot = LatentOTTransformer(
-        vae=shared_dir / "weights" / "taef2", patch_size=patch_size, device="cpu", random_state=0
-    )
+    dot = LatentOTTransformer(vae=taef2_dir, patch_size=patch_size, device="cpu", random_state=0)
     dot.fit(restored_train, natural_train)
     transported = dot.transform(held_out)
     assert [t.shape for t in transported] == [h.shape for h in held_out]
     assert dot.patch_size_ == resolved  # "auto" is 1 for TAEF2's 32 channels
     assert dot.gaussian_ot_.rtol == (0.05 if resolved == 1 else None)  # rtol="auto"
 
-    autoencoder = load_autoencoder(shared_dir / "weights" / "taef2")
+    autoencoder = load_autoencoder(taef2_dir)
     target = dot.natural_stats_
 
     def distance(images) -> float:
@@ -260,7 +251,8 @@ def test_same_random_state_gives_the_same_output(tiny_models_dir):
     restored = random_images(11, [(32, 32)] * 2)
     natural = random_images(12, [(32, 32)] * 2)
     vae = tiny_models_dir / "sd-vae-ft-mse"
-    make = lambda seed: LatentOTTransformer(vae=vae, stochastic="always", random_state=seed).fit(  # noqa: E731
+    noisy = GaussianOTTransformer(stochastic="always")
+    make = lambda seed: LatentOTTransformer(vae=vae, transport=noisy, random_state=seed).fit(  # noqa: E731
         restored, natural
     )
     first, second, other = make(3), make(3), make(4)
@@ -275,7 +267,7 @@ def test_nothing_is_printed_unless_verbose(tiny_models_dir, capfd, recwarn):
     vae = tiny_models_dir / "sd-vae-ft-mse"
     restored = random_images(13, [(32, 32)] * 3)
     natural = random_images(14, [(32, 32), (24, 40)])
-    dot = LatentOTTransformer(vae=vae, dtype="bfloat16", batch_size=2)
+    dot = LatentOTTransformer(vae=load_autoencoder(vae, dtype="bfloat16"), batch_size=2)
     dot.fit(restored, natural).transform(restored)
     dot.sweep(restored[0], [0.0, 0.5])
     assert capfd.readouterr() == ("", "")
@@ -306,19 +298,6 @@ def test_joblib_round_trip_stores_how_to_load_the_autoencoder_not_its_weights(hu
     assert (tmp_path / "dot.joblib").stat().st_size < 200_000  # statistics, no weights
     loaded = joblib.load(tmp_path / "dot.joblib")
     assert np.array_equal(loaded.transform(image), expected)
-    # A pickle from before patch_size_ existed (patch_size=3 then) loads with it restored.
-    old = LatentOTTransformer.__new__(LatentOTTransformer)
-    state = hub_id_fit.__getstate__()
-    del state["patch_size_"]
-    old.__setstate__(state)
-    assert old.patch_size_ == 3 and np.array_equal(old.transform(image), expected)
-    # One from before low_frequency_sigma existed keeps its outputs: decoded images as they are.
-    before = hub_id_fit.set_params(low_frequency_sigma=None).transform(image)
-    state = hub_id_fit.__getstate__()
-    del state["low_frequency_sigma"]
-    old.__setstate__(state)
-    assert old.low_frequency_sigma is None and np.array_equal(old.transform(image), before)
-    assert not np.array_equal(before, expected)
 
 
 def test_an_autoencoder_instance_is_pickled_with_its_weights(tiny_kl_model, tmp_path):
@@ -410,7 +389,7 @@ def test_bad_input_names_the_argument(pixel_fit, tiny_models_dir, tmp_path):
         LatentOTTransformer(vae="pixel", patch_size=0).fit(restored, natural)
     with pytest.raises(ValueError, match="patch_size must be an int >= 1 or 'auto', got 'big'"):
         LatentOTTransformer(vae="pixel", patch_size="big").fit(restored, natural)
-    with pytest.raises(ValueError, match="alpha must be a finite"):
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[-10, 10\], got nan"):
         dot.interpolate(float("nan"))
 
 
@@ -449,26 +428,156 @@ def test_save_and_load_a_safe_operator_file(hub_id_fit, tmp_path, tiny_kl_model)
         by_instance.save(tmp_path / "instance.safetensors")
 
 
-def test_a_file_from_before_low_frequency_sigma_keeps_its_outputs(hub_id_fit, tmp_path):
-    image = random_images(16, [(37, 53)])[0]
-    before = hub_id_fit.set_params(low_frequency_sigma=None).transform(image)
-    hub_id_fit.set_params(low_frequency_sigma=6.0)
-    tensors, metadata = operator_file_state(hub_id_fit)
-    del metadata["params"]["low_frequency_sigma"]  # what such a file holds
-    write_operator(tmp_path / "old.safetensors", tensors, metadata)
-    loaded = LatentOTTransformer.load(tmp_path / "old.safetensors")
-    assert loaded.low_frequency_sigma is None
-    assert np.array_equal(loaded.transform(image), before)
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda params: params.pop("low_frequency_sigma"),  # a parameter this version has
+        lambda params: params.update(residual=False),  # one it no longer has
+        lambda params: params["transport"].update(shrinkage=0.0),  # in the nested map
+    ],
+)
+def test_a_file_written_by_another_version_is_refused(hub_id_fit, tmp_path, change):
+    hub_id_fit.set_params(transport=GaussianOTTransformer()).save(tmp_path / "dot.safetensors")
+    hub_id_fit.set_params(transport=None)
+    tensors, metadata = read_operator(tmp_path / "dot.safetensors")
+    metadata = {
+        k: v for k, v in metadata.items() if k not in ("format_version", "latent_ot_version")
+    }
+    change(metadata["params"])
+    write_operator(tmp_path / "other.safetensors", tensors, metadata)
+    with pytest.raises(OperatorFileError, match="written by another version of latent-ot"):
+        LatentOTTransformer.load(tmp_path / "other.safetensors")
 
 
-def test_tile_size_reaches_the_autoencoder_and_tiling_is_seamless(shared_dir):
+def test_tile_size_reaches_the_autoencoder_and_tiling_is_seamless(taef2_dir):
     restored = random_images(17, [(64, 64)] * 2, contrast=0.6)
     natural = random_images(18, [(64, 64)] * 2)
-    vae = shared_dir / "weights" / "taef2"
-    dot = LatentOTTransformer(vae=vae, device="cpu", tile_size=None, random_state=0)
+    vae = taef2_dir
+    untiled_vae = load_autoencoder(vae, tile_size=None)
+    dot = LatentOTTransformer(vae=untiled_vae, device="cpu", random_state=0)
     dot.fit(restored, natural)
     image = random_images(19, [(320, 384)])[0]
     untiled = dot.transform(image)
-    dot.set_params(tile_size=256)  # default overlap: 128 px
+    dot.set_params(vae=load_autoencoder(vae, tile_size=256))  # default overlap: 128 px
     assert dot._autoencoder().tile_size == 256
     assert np.abs(dot.transform(image) - untiled).mean() < 1e-3
+
+
+# -- the parameters: recipes, the nested map, checks at fit, atomic fit -------------------------
+
+
+def test_the_defaults_are_the_default_recipe_and_auto_follows_its_rules():
+    assert LatentOTTransformer().get_params(deep=False) | dict(DEFAULT) == (
+        LatentOTTransformer().get_params(deep=False)
+    )
+    assert [auto_patch_size(c) for c in (3, 4, 15, 16, 32)] == [3, 3, 3, 1, 1]
+    assert auto_map(1) == {"stochastic": "auto", "rtol": 0.05, "noise_scale": 0.0}
+    assert auto_map(3) == dict(PAPER_MAP)
+
+
+def test_the_map_is_a_nested_estimator_cloned_at_fit(pixel_fit):
+    _, restored = pixel_fit
+    natural = random_images(1, [(20, 28)] * 3, contrast=1.5)
+    transport = GaussianOTTransformer(rtol=0.2, noise_scale=0.0, alpha=0.7, random_state=9)
+    dot = LatentOTTransformer(vae="pixel", transport=transport, random_state=4)
+    params = dot.set_params(transport__rtol=0.1).get_params(deep=True)
+    assert params["transport__rtol"] == 0.1 and params["transport__noise_scale"] == 0.0
+    dot.fit(restored, natural)
+    fitted = dot.gaussian_ot_
+    assert fitted is not transport and not hasattr(transport, "w2_")  # cloned, left unfitted
+    assert (fitted.rtol, fitted.alpha, fitted.random_state) == (0.1, 0.0, 4)
+    # None: the recipe's map for the fitted patch size (3 for the pixel autoencoder)
+    auto = LatentOTTransformer(vae="pixel").fit(restored, natural).gaussian_ot_
+    assert {name: auto.get_params()[name] for name in PAPER_MAP} == dict(PAPER_MAP)
+
+
+RANDOM_STATE_MESSAGE = (
+    r"random_state must be None, an int in \[0, 4294967295\], a RandomState or a Generator, got "
+)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"random_state": 1.5}, RANDOM_STATE_MESSAGE + "1.5"),
+        ({"random_state": 2**64}, RANDOM_STATE_MESSAGE + "18446744073709551616"),
+        ({"random_state": "seed"}, RANDOM_STATE_MESSAGE + "'seed'"),
+        ({"alpha": 1e308}, r"alpha must be a number in \[-10, 10\], got 1e\+308"),
+        ({"alpha": float("nan")}, r"alpha must be a number in \[-10, 10\], got nan"),
+        ({"low_frequency_sigma": 1e5}, r"low_frequency_sigma must be None or a number in \(0, "),
+        ({"batch_size": 0}, r"batch_size must be an int >= 1, got 0"),
+        ({"verbose": 1}, r"verbose must be a bool, got 1"),
+        ({"prior": 3}, r"prior must be a str, a PathLike or a NaturalPrior, got 3"),
+        (
+            {"vae": 3},
+            "vae must be a str, a PathLike or an object implementing 'encode' and 'decode'",
+        ),
+    ],
+)
+def test_every_parameter_is_checked_at_fit_and_named(params, message):
+    images = random_images(2, [(12, 12)])
+    with pytest.raises(ValueError, match=message):
+        LatentOTTransformer(**{"vae": "pixel", **params}).fit(images, images)
+
+
+@pytest.mark.skipif(torch.backends.cuda.is_built(), reason="a torch build without CUDA")
+def test_a_cuda_device_without_cuda_is_named():
+    images = random_images(2, [(12, 12)])
+    with pytest.raises(ValueError, match=r"device='cuda' but this torch build has no CUDA"):
+        LatentOTTransformer(vae="pixel", device="cuda").fit(images, images)
+
+
+def test_random_state_accepts_numpys_generators():
+    restored, natural = random_images(3, [(16, 16)] * 2), random_images(4, [(16, 16)] * 2)
+    noisy = GaussianOTTransformer(stochastic="always")
+    for seed in (np.random.RandomState(0), np.random.default_rng(0), 2**32 - 1):
+        dot = LatentOTTransformer(vae="pixel", transport=noisy, random_state=seed)
+        assert dot.fit(restored, natural).transform(restored[0]).shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("failure", ["unreadable", "interrupt"])
+def test_a_failing_fit_leaves_the_operator_as_it_was(pixel_fit, tmp_path, monkeypatch, failure):
+    dot, restored = pixel_fit
+    natural = random_images(1, [(20, 28)] * 3, contrast=1.5)
+    fitted = {name: getattr(dot, name) for name in ("restored_stats_", "gaussian_ot_", "w2_")}
+    expected = dot.transform(restored[0])
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    if failure == "unreadable":
+        error, images = ImageReadError, [restored[0], broken]  # the second batch fails
+    else:
+        error, images = KeyboardInterrupt, restored
+        merge, calls = GaussianStats.merge, []
+
+        def interrupting(self, other):
+            calls.append(1)
+            if len(calls) == 2:  # the second batch
+                raise KeyboardInterrupt
+            return merge(self, other)
+
+        monkeypatch.setattr(GaussianStats, "merge", interrupting)
+    with pytest.raises(error):
+        dot.set_params(batch_size=1).fit(images, natural)
+    monkeypatch.undo()
+    dot.set_params(batch_size=4)
+    assert all(getattr(dot, name) is value for name, value in fitted.items())
+    assert np.array_equal(dot.transform(restored[0]), expected)
+    # A first fit that fails leaves the operator cleanly unfitted.
+    fresh = LatentOTTransformer(vae="pixel", batch_size=1)
+    with pytest.raises(ImageReadError):
+        fresh.fit([restored[0], broken], natural)
+    assert not any(name.endswith("_") and not name.startswith("_") for name in vars(fresh))
+    with pytest.raises(NotFittedError):
+        fresh.transform(restored[0])
+
+
+def test_a_prior_pinned_to_one_scale_is_used_at_that_scale(taef2_dir):
+    prior = builtin_prior("taef2")
+    assert prior.at_scale(600).scales == (512,) and prior.at_scale(5000).scales == (2048,)
+    assert pickle.loads(pickle.dumps(prior.at_scale(600))).scales == (512,)
+    restored = random_images(5, [(64, 64)])
+    vae = load_autoencoder(taef2_dir)
+    auto = LatentOTTransformer(vae=vae, random_state=0).fit(restored)
+    pinned = LatentOTTransformer(vae=vae, prior=prior.at_scale(2048), random_state=0)
+    assert auto.prior_scale_ == 256 and pinned.fit(restored).prior_scale_ == 2048
+    assert clone(pinned).get_params()["prior"].scales == (2048,)

@@ -3,6 +3,7 @@ package's own Gaussian statistics. Every network is a small seeded one: nothing 
 
 import sys
 import types
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -16,7 +17,6 @@ from latent_ot import LatentOTTransformer
 from latent_ot.autoencoders import load_autoencoder
 from latent_ot.exceptions import MetricSkippedWarning
 from latent_ot.gaussian import w2_distance
-from latent_ot.io import pad_to_multiple
 from latent_ot.metrics import (
     DEFAULT_METRICS,
     evaluate,
@@ -30,6 +30,7 @@ from latent_ot.metrics import (
     ssim,
 )
 from latent_ot.patches import extract_patches
+from latent_ot.pipeline import pad_to_multiple
 from latent_ot.stats import GaussianStats
 
 pytest.importorskip("torchmetrics")
@@ -430,14 +431,16 @@ def test_latent_w2_in_pixel_space_is_w2_of_the_patch_gaussians():
     images, reference = noise_images(3), smooth_images(4)
     a, b = direct_patch_stats(images), direct_patch_stats(reference)
     expected = float(w2_distance(a.mean, a.covariance, b.mean, b.covariance))
-    assert latent_w2(images, reference, "pixel", batch_size=2) == pytest.approx(expected, rel=1e-9)
+    value = latent_w2(images, reference, "pixel", patch_size=3, batch_size=2)
+    assert value == pytest.approx(expected, rel=1e-9)
     assert latent_w2(images, images, "pixel") == pytest.approx(0.0, abs=1e-5)
 
 
 def test_latent_w2_is_the_w2_that_the_transformer_fits():
     images, reference = noise_images(3), smooth_images(3)
     fitted = LatentOTTransformer(vae="pixel", device="cpu").fit(images, reference)
-    assert latent_w2(images, reference, "pixel") == pytest.approx(fitted.w2_, rel=1e-6)
+    value = latent_w2(images, reference, "pixel", patch_size=fitted.patch_size_)
+    assert value == pytest.approx(fitted.w2_, rel=1e-6)
 
 
 def test_latent_w2_pads_images_to_the_autoencoder_factor(tiny_kl_model):
@@ -446,7 +449,9 @@ def test_latent_w2_pads_images_to_the_autoencoder_factor(tiny_kl_model):
     a = direct_patch_stats(autoencoder.encode(pad_to_multiple(images, 2)))
     b = direct_patch_stats(autoencoder.encode(reference))
     expected = float(w2_distance(a.mean, a.covariance, b.mean, b.covariance))
-    assert latent_w2(images, reference, autoencoder) == pytest.approx(expected, rel=1e-5)
+    assert latent_w2(images, reference, autoencoder, patch_size=3) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_latent_w2_names_images_too_small_for_the_patch():
@@ -613,3 +618,92 @@ def test_feature_extractor_output_is_checked():
         fid(images, images, feature_extractor="inception")
     with pytest.raises(ValueError, match="classifier returned NaN"):
         inception_score(images, classifier=lambda batch: torch.full((len(batch), 3), np.nan))
+
+
+# --------------------------------------------------------------------------- streaming, progress
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "coffee", "chelsea"])
+def test_ssim_matches_scikit_image_on_photos(photo):
+    structural_similarity = pytest.importorskip("skimage.metrics").structural_similarity
+    clean = getattr(pytest.importorskip("skimage.data"), photo)() / 255.0
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.05, clean.shape), 0, 1)
+    expected = structural_similarity(
+        noisy,
+        clean,
+        channel_axis=-1,
+        data_range=1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
+    as_tensor = lambda image: torch.from_numpy(image).permute(2, 0, 1).float()  # noqa: E731
+    assert ssim(as_tensor(noisy)[None], as_tensor(clean)[None]) == pytest.approx(expected, abs=2e-5)
+
+
+def test_evaluator_measures_the_reference_once_and_streams_each_set():
+    from latent_ot.metrics import Evaluator
+
+    autoencoder = load_autoencoder("pixel")
+    encode, encoded = autoencoder.encode, []
+
+    def counted_encode(pixels, generator=None):
+        encoded.append(len(pixels))
+        return encode(pixels, generator)
+
+    autoencoder.encode = counted_encode
+    reference = smooth_images(4)
+    evaluator = Evaluator(reference, metrics=["psnr", "latent_w2"], autoencoder=autoencoder)
+    calls = []
+    sets = [noise_images(4), noise_images(4) * 0.5]
+    rows = [evaluator(images, progress=lambda: calls.append(1)) for images in sets]
+    assert sum(encoded) == 4 + 4 + 4  # the reference once, then each set's images
+    assert len(calls) == 8  # one progress step per image measured
+    for row, images in zip(rows, sets, strict=True):
+        assert row["psnr"] == pytest.approx(psnr(images, reference), rel=1e-12)
+        assert row["latent_w2"] == pytest.approx(
+            latent_w2(images, reference, "pixel", patch_size=1), rel=1e-9
+        )
+
+
+class CapturingBar:
+    """A stand-in for tqdm that records what each bar counted."""
+
+    bars: ClassVar[list] = []
+
+    def __init__(self, iterable=None, *, total=None, desc="", **kwargs):
+        self.total, self.desc, self.n = total, desc, 0
+        CapturingBar.bars.append(self)
+
+    def update(self, n=1):
+        self.n += n
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_progress_counts_images_encoded_and_tiles(monkeypatch):
+    from latent_ot.pipeline import statistics
+
+    CapturingBar.bars = []
+    monkeypatch.setattr(statistics, "tqdm", CapturingBar)
+    autoencoder = load_autoencoder("pixel").set_tiling(8, overlap=0)
+    images = [noise_images(1, size=16)[0], noise_images(1, size=8)[0], noise_images(1, size=8)[0]]
+    seen = []
+    for _, n_images in statistics.latent_patch_stats(
+        images, autoencoder, 1, batch_size=2, verbose=True, desc="encoding"
+    ):
+        # counted once encoded, not when read
+        seen.append((n_images, CapturingBar.bars[0].n))
+    image_bar, *tile_bars = CapturingBar.bars
+    assert image_bar.desc == "encoding" and image_bar.n == 3
+    assert [n for n, _ in seen] == [2, 1] or [n for n, _ in seen] == [1, 2]
+    assert [done for _, done in seen] == [0, seen[0][0]]
+    # the 16 x 16 image runs in 2 x 2 tiles of 8 px
+    assert [(bar.desc, bar.total, bar.n) for bar in tile_bars] == [("encoding tiles", 4, 4)]

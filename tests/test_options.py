@@ -7,15 +7,11 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
-from sklearn.covariance import oas
 
-from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
+from latent_ot import GaussianOTTransformer, LatentOTTransformer
 from latent_ot.autoencoders import load_autoencoder
-from latent_ot.estimators._latent_files import operator_file_state
-from latent_ot.estimators.latent_transport import PAPER_RECIPE
-from latent_ot.gaussian import limit_gain, oas_shrinkage, shrunk_covariance
-from latent_ot.serialization import write_operator
-from latent_ot.transport import gaussian_low_pass, sweep_images
+from latent_ot.pipeline import gaussian_low_pass, sweep_images
+from latent_ot.recipes import PAPER, PAPER_MAP
 
 
 def recipe_inputs():
@@ -37,56 +33,10 @@ def test_the_papers_recipe_gives_the_outputs_of_latent_ot_before_the_options_bit
     far, half = dot.sweep(test, [0.0, 0.5])
     assert sha256(far) == "34d01f0502648d29118f1ff49a616ec0869eee8421fcad34cfa9e10f5c994076"
     assert sha256(half) == "491d4c7d058100fc743e6a17c332e93d0d08e1ffece88c213c84fe3d137745a8"
-    assert LatentOTTransformer.paper().get_params() | PAPER_RECIPE == (
-        LatentOTTransformer.paper().get_params()
-    )
-    assert LatentOTTransformer.paper().vae == "sd-vae-ft-mse"
-
-
-def test_shrinkage_is_the_convex_combination_with_the_scaled_identity_and_zero_is_plain():
-    cov = torch.tensor([[4.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
-    expected = 0.75 * cov + 0.25 * 3.0 * torch.eye(2, dtype=torch.float64)
-    assert torch.allclose(shrunk_covariance(cov, 0.25), expected)
-    assert torch.equal(shrunk_covariance(cov, 0.0), cov)
-    rng = np.random.default_rng(0)
-    x, target = rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) * 2
-    plain = GaussianOTTransformer().fit(x, target=target)
-    zero = GaussianOTTransformer(shrinkage=0.0).fit(x, target=target)
-    assert np.array_equal(plain.transport_matrix_, zero.transport_matrix_)
-    full = GaussianOTTransformer(shrinkage=1.0).fit(x, target=target)
-    assert not np.allclose(full.transport_matrix_, plain.transport_matrix_)
-
-
-def test_oas_amount_equals_scikit_learns():
-    rng = np.random.default_rng(1)
-    samples = rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6))
-    stats = GaussianStats.from_samples(torch.from_numpy(samples))
-    _, expected = oas(samples)
-    assert oas_shrinkage(stats.covariance, stats.count) == pytest.approx(expected, rel=1e-10)
-    ot = GaussianOTTransformer(shrinkage="oas").fit(samples, target=2 * samples)
-    shrunk = shrunk_covariance(stats.covariance, expected)
-    reference = GaussianOTTransformer().fit_stats(
-        GaussianStats.from_state(stats.count, stats.mean, shrunk * (stats.count - 1)),
-        GaussianStats.from_samples(torch.from_numpy(2 * samples)),
-    )
-    assert np.allclose(ot.transport_matrix_, reference.transport_matrix_, atol=1e-10)
-
-
-def test_the_gain_limit_clamps_the_maps_eigenvalues_and_keeps_the_rest():
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(500, 5)) * np.array([1.0, 1.0, 0.2, 0.1, 1.0])
-    target = rng.normal(size=(500, 5))
-    plain = GaussianOTTransformer().fit(x, target=target)
-    gains = np.linalg.eigvalsh(plain.transport_matrix_)
-    assert gains.max() > 3  # the low-variance directions are amplified
-    limited = GaussianOTTransformer(max_gain=2.0).fit(x, target=target)
-    limited_gains = np.linalg.eigvalsh(limited.transport_matrix_)
-    assert limited_gains.max() == pytest.approx(2.0)
-    assert np.allclose(np.sort(np.minimum(gains, 2.0)), limited_gains)
-    untouched = GaussianOTTransformer(max_gain=gains.max() + 1).fit(x, target=target)
-    assert np.allclose(untouched.transport_matrix_, plain.transport_matrix_, atol=1e-12)
-    matrix = torch.tensor([[3.0, 1.0], [1.0, 3.0]], dtype=torch.float64)  # eigenvalues 2, 4
-    assert torch.allclose(limit_gain(matrix, 3.0), torch.tensor([[2.5, 0.5], [0.5, 2.5]]).double())
+    paper = LatentOTTransformer.paper()
+    assert paper.get_params() | PAPER == paper.get_params()
+    assert paper.transport.get_params() | PAPER_MAP == paper.transport.get_params()
+    assert paper.vae == "sd-vae-ft-mse"
 
 
 @pytest.fixture(scope="module")
@@ -95,19 +45,8 @@ def taef2():
 
 
 @pytest.fixture(scope="module")
-def photo(shared_dir):
-    from PIL import Image
-
-    image = Image.open(shared_dir / "images" / "Set5" / "butterfly.png").convert("RGB")
-    return np.asarray(image)[64:128, 64:128] / 255.0
-
-
-@pytest.mark.slow
-def test_residual_decoding_with_the_identity_map_returns_the_input(taef2, photo):
-    dot = LatentOTTransformer(vae=taef2, residual=True).fit([photo], [photo])  # same: identity
-    assert np.abs(dot.transform(photo) - photo).max() < 1e-4
-    plain = LatentOTTransformer(vae=taef2).fit([photo], [photo])
-    assert np.abs(plain.transform(photo) - photo).mean() > 1e-3  # the autoencoder's own loss
+def photo(photos):
+    return photos["astronaut"][192:256, 192:256] / 255.0
 
 
 @pytest.mark.slow
@@ -115,8 +54,8 @@ def test_latent_interpolation_walks_from_the_transported_image_to_the_round_trip
     pixels = torch.from_numpy(photo).permute(2, 0, 1)[None].float()
     round_trip = taef2.decode(taef2.encode(pixels))
 
-    def doubling(_):
-        return lambda vectors: 2 * vectors
+    def doubling(vectors):
+        return 2 * vectors
 
     near_one, zero = sweep_images(
         pixels, taef2, doubling, [1 - 1e-7, 0.0], patch_size=1, interpolation="latent"
@@ -156,40 +95,27 @@ def test_low_frequency_sigma_keeps_the_inputs_colours_and_changes_its_detail(pho
     assert np.abs(detail(kept) - detail(plain)).mean() < 0.2 * added
 
 
-def test_zero_shot_maps_each_image_to_the_natural_statistics_and_leaves_the_fit_alone():
-    rng = np.random.default_rng(3)
-    natural = [0.4 + 0.2 * rng.random((24, 24, 3)) for _ in range(4)]  # nothing gets clipped
-    restored = [0.3 + 0.4 * im for im in natural]
-    test = 0.2 + 0.3 * rng.random((24, 24, 3)) ** 2  # unlike the restored set
-    dot = LatentOTTransformer(vae="pixel", patch_size=1, low_frequency_sigma=None, random_state=0)
-    dot = dot.fit(restored, natural)
-    matrix, stats = dot.gaussian_ot_.transport_matrix_.copy(), dot.restored_stats_.copy()
-    out = dot.set_params(zero_shot=True).transform(test)
-    assert np.array_equal(dot.gaussian_ot_.transport_matrix_, matrix)
-    assert dot.restored_stats_ == stats
-    # patch_size 1 in pixel space: each output pixel is the map of the input pixel, so the
-    # output's colour mean and covariance are the natural images' exactly.
-    pixels = out.reshape(-1, 3)
-    target = dot.gaussian_ot_.target_stats_
-    assert np.allclose(pixels.mean(0), target.mean.numpy(), atol=1e-6)
-    assert np.allclose(np.cov(pixels.T), target.covariance.numpy(), atol=1e-6)
-    fitted = dot.set_params(zero_shot=False).transform(test)
-    assert not np.allclose(np.cov(fitted.reshape(-1, 3).T), target.covariance.numpy(), atol=1e-3)
-
-
 @pytest.mark.parametrize(
     ("params", "error", "message"),
     [
-        ({"interpolation": "both"}, ValueError, "interpolation must be one of 'pixel', 'latent'"),
-        ({"residual": "yes"}, TypeError, "residual must be a bool"),
-        ({"zero_shot": 1}, TypeError, "zero_shot must be a bool"),
-        ({"shrinkage": 1.5}, ValueError, r"shrinkage must be a number in \[0, 1\]"),
-        ({"max_gain": 0}, ValueError, r"max_gain must be a number > 0"),
-        ({"low_frequency_sigma": 0}, ValueError, r"low_frequency_sigma must be a number > 0"),
-        ({"low_frequency_sigma": "3"}, TypeError, r"low_frequency_sigma must be a number"),
-        ({"noise_scale": 1.5}, ValueError, r"noise_scale must be a number in \[0, 1\]"),
-        ({"noise_scale": None}, TypeError, r"noise_scale must be a number in \[0, 1\]"),
-        ({"noise_scale": "half"}, ValueError, r"noise_scale must be .* or 'auto', got 'half'"),
+        ({"interpolation": "both"}, ValueError, "interpolation must be one of 'latent', 'pixel'"),
+        (
+            {"low_frequency_sigma": 0},
+            ValueError,
+            r"low_frequency_sigma must be None or a number in \(0, 1000\], got 0",
+        ),
+        ({"low_frequency_sigma": "3"}, TypeError, r"low_frequency_sigma must be None or a number"),
+        (
+            {"transport": GaussianOTTransformer(noise_scale=1.5)},
+            ValueError,
+            r"noise_scale must be a number in \[0, 1\], got 1.5",
+        ),
+        (
+            {"transport": GaussianOTTransformer(noise_scale=None)},
+            TypeError,
+            r"noise_scale must be a number in \[0, 1\], got None",
+        ),
+        ({"transport": "plain"}, ValueError, "transport must be None or a GaussianOTTransformer"),
     ],
 )
 def test_bad_options_name_the_parameter(params, error, message):
@@ -200,8 +126,9 @@ def test_bad_options_name_the_parameter(params, error, message):
 
 def test_options_survive_a_file_round_trip(tmp_path):
     restored, natural, test = recipe_inputs()
-    params = {"shrinkage": 0.05, "max_gain": 2.0, "residual": True, "interpolation": "latent"}
-    dot = LatentOTTransformer(vae="pixel", random_state=0, **params).fit(restored, natural)
+    params = {"interpolation": "pixel", "transport__rtol": 0.01, "transport__noise_scale": 0.5}
+    dot = LatentOTTransformer(vae="pixel", random_state=0, transport=GaussianOTTransformer())
+    dot = dot.set_params(**params).fit(restored, natural)
     dot.save(tmp_path / "op.safetensors")
     loaded = LatentOTTransformer.load(tmp_path / "op.safetensors")
     assert {name: loaded.get_params()[name] for name in params} == params
@@ -225,7 +152,9 @@ def test_auto_rtol_drops_the_weak_directions_with_single_pixel_patches():
         params = {"vae": "pixel", "patch_size": 1, "random_state": 0, **params}
         return LatentOTTransformer(**params).fit(restored, natural)
 
-    default, noisy, plain = fit(), fit(noise_scale=1.0), fit(rtol=None)
+    noisy_map = GaussianOTTransformer(rtol=0.05, noise_scale=1.0)
+    plain_map = GaussianOTTransformer(rtol=None, noise_scale=0.0)
+    default, noisy, plain = fit(), fit(transport=noisy_map), fit(transport=plain_map)
     assert default.gaussian_ot_.rtol == 0.05 and plain.gaussian_ot_.rtol is None
     assert noisy.gaussian_ot_.noise_cov_ is not None and plain.gaussian_ot_.noise_cov_ is None
     # The plain map amplifies the 1 % residue some 20 times; the cut one leaves it out.
@@ -252,8 +181,8 @@ def test_auto_rtol_drops_the_weak_directions_with_single_pixel_patches():
     assert all(np.array_equal(a, b) for a, b in zip(first, reseeded, strict=True))
     # Larger patches keep the paper's plain map: the fold would average the noise away.
     assert LatentOTTransformer(vae="pixel").fit(restored, natural).gaussian_ot_.rtol is None
-    assert LatentOTTransformer.paper().rtol is None
-    assert LatentOTTransformer.paper().noise_scale == 1.0
+    assert LatentOTTransformer.paper().transport.rtol is None
+    assert LatentOTTransformer.paper().transport.noise_scale == 1.0
 
 
 def test_noise_scale_scales_the_stochastic_maps_noise_and_zero_is_its_mean():
@@ -282,28 +211,3 @@ def test_noise_scale_scales_the_stochastic_maps_noise_and_zero_is_its_mean():
     assert np.array_equal(quiet.transform(regular), plain.transform(regular))
     with pytest.raises(ValueError, match=r"noise_scale must be a number in \[0, 1\], got -1"):
         GaussianOTTransformer(noise_scale=-1).fit(x, target=target)
-
-
-def test_operators_from_before_noise_scale_keep_drawing_the_noise(tmp_path):
-    restored, natural = nearly_grey_inputs()
-    params = {"vae": "pixel", "patch_size": 1, "random_state": 0}
-    dot = LatentOTTransformer(noise_scale=1.0, **params).fit(restored, natural)
-    expected = dot.transform(restored[0])
-    quiet = LatentOTTransformer(**params).fit(restored, natural)  # "auto": 0 at patch size 1
-    assert not np.array_equal(quiet.transform(restored[0]), expected)
-    state = dot.__getstate__()
-    del state["noise_scale"]  # what a pickle from before holds
-    inner = state["gaussian_ot_"].__getstate__()
-    del inner["noise_scale"]
-    state["gaussian_ot_"] = GaussianOTTransformer.__new__(GaussianOTTransformer)
-    state["gaussian_ot_"].__setstate__(inner)
-    old = LatentOTTransformer.__new__(LatentOTTransformer)
-    old.__setstate__(state)
-    assert old.noise_scale == 1.0 and old.gaussian_ot_.noise_scale == 1.0
-    assert np.array_equal(old.transform(restored[0]), expected)
-    tensors, metadata = operator_file_state(dot)
-    del metadata["params"]["noise_scale"]  # what a file from before holds
-    write_operator(tmp_path / "old.safetensors", tensors, metadata)
-    loaded = LatentOTTransformer.load(tmp_path / "old.safetensors")
-    assert loaded.noise_scale == 1.0
-    assert np.array_equal(loaded.transform(restored[0]), expected)

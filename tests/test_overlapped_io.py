@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import latent_ot.images._prefetch as prefetch_module
-from latent_ot.encoding import latent_patch_stats, stack_pixels
 from latent_ot.exceptions import ImageReadError
 from latent_ot.images import ImageSource, transform_files
 from latent_ot.images._prefetch import PREFETCH_DEPTH
+from latent_ot.pipeline.statistics import latent_patch_stats, stack_pixels
 
 READ_THREAD = "latent-ot-read"
 

@@ -13,8 +13,8 @@ from latent_ot.patches import (
     fold_patches,
     gaussian_window,
     iter_patch_chunks,
+    map_patches,
     patch_dim,
-    transport_patches,
 )
 
 DOUBLE = torch.float64
@@ -242,14 +242,14 @@ def test_fold_patches_rejects_row_count_that_is_not_whole_images():
 def test_transport_identity_returns_latents(shape, p, use_window):
     latents = random_latents(*shape)
     window = gaussian_window(p) if use_window else None
-    result = transport_patches(latents, p, lambda patches: patches, window=window)
+    result = map_patches(latents, p, lambda patches: patches, window=window)
     torch.testing.assert_close(result, latents, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("p", [2, 3])
 def test_transport_pixelwise_affine_map_equals_pixelwise_application(p):
     latents = random_latents(2, 4, 5, 6)
-    result = transport_patches(latents, p, lambda patches: 2 * patches + 1)
+    result = map_patches(latents, p, lambda patches: 2 * patches + 1)
     torch.testing.assert_close(result, 2 * latents + 1, rtol=0, atol=1e-12)
 
 
@@ -272,7 +272,7 @@ def test_transport_centre_shift_matches_naive_reference(p, use_window):
     latents = random_latents(2, 2, 5, 4)
     window = gaussian_window(p) if use_window else None
     patch_map = centre_shift_map(2, p)
-    result = transport_patches(latents, p, patch_map, window=window)
+    result = map_patches(latents, p, patch_map, window=window)
     expected = naive_transport(latents, p, patch_map, window)
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-12)
     # Each pixel gets the shift from its own patch only; inside, that is 1 of p * p patches.
@@ -288,7 +288,7 @@ def test_transport_mixing_affine_map_matches_naive_reference(p):
     patch_map = random_affine_map(patch_dim(2, p))
     # Asymmetric positive weights, so that a flipped window would be caught.
     window = torch.rand(p, p, generator=torch.Generator().manual_seed(2), dtype=DOUBLE) + 0.1
-    result = transport_patches(latents, p, patch_map, window=window)
+    result = map_patches(latents, p, patch_map, window=window)
     expected = naive_transport(latents, p, patch_map, window)
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-12)
 
@@ -303,8 +303,8 @@ def test_transport_chunks_stay_small_and_match_unchunked(max_patches):
         chunk_sizes.append(len(patches))
         return affine(patches)
 
-    chunked = transport_patches(latents, 3, recording_map, max_patches=max_patches)
-    whole = transport_patches(latents, 3, affine, max_patches=10**9)
+    chunked = map_patches(latents, 3, recording_map, max_patches=max_patches)
+    whole = map_patches(latents, 3, affine, max_patches=10**9)
     assert max(chunk_sizes) <= max_patches
     assert sum(chunk_sizes) == 2 * 5 * 6
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-12)
@@ -320,7 +320,7 @@ def test_transport_replicates_the_border(p):
     def patch_mean(patches):
         return patches.mean(dim=1, keepdim=True).expand_as(patches)
 
-    result = transport_patches(latents, p, patch_mean)
+    result = map_patches(latents, p, patch_mean)
     torch.testing.assert_close(result, latents, rtol=0, atol=1e-12)
 
 
@@ -332,29 +332,29 @@ def test_transport_keeps_dtype_and_passes_compute_dtype_to_the_map():
         seen.append(patches.dtype)
         return patches
 
-    result = transport_patches(latents, 3, recording_map, compute_dtype=torch.float32)
+    result = map_patches(latents, 3, recording_map, compute_dtype=torch.float32)
     assert result.dtype == torch.float32
     assert seen == [torch.float32]
-    result = transport_patches(latents, 3, recording_map)
+    result = map_patches(latents, 3, recording_map)
     assert result.dtype == torch.float32
     assert seen[-1] == DOUBLE
 
 
 def test_transport_empty_batch():
     latents = random_latents(0, 2, 4, 4)
-    assert transport_patches(latents, 3, lambda patches: patches).shape == (0, 2, 4, 4)
+    assert map_patches(latents, 3, lambda patches: patches).shape == (0, 2, 4, 4)
 
 
 def test_transport_rejects_map_changing_the_shape():
     with pytest.raises(ValueError, match="`patch_map` must return a tensor of the shape"):
-        transport_patches(random_latents(1, 2, 4, 4), 3, lambda patches: patches[:, :-1])
+        map_patches(random_latents(1, 2, 4, 4), 3, lambda patches: patches[:, :-1])
 
 
 def test_transport_rejects_window_leaving_pixels_uncovered():
     corner_only = torch.zeros(3, 3, dtype=DOUBLE)
     corner_only[0, 0] = 1.0
     with pytest.raises(ValueError, match="`window` leaves some latent pixels"):
-        transport_patches(random_latents(1, 1, 4, 4), 3, lambda v: v, window=corner_only)
+        map_patches(random_latents(1, 1, 4, 4), 3, lambda v: v, window=corner_only)
 
 
 # --------------------------------------------------------------------------- bad arguments
@@ -386,38 +386,36 @@ LATENTS = random_latents(1, 2, 4, 4)
         ),
         (lambda: fold_patches(LATENTS[0, 0], (5,), 2), ValueError, "`output_size`"),
         (lambda: fold_patches(random_latents(9, 5), (4, 4), 2), ValueError, "columns"),
-        (lambda: transport_patches(LATENTS, 3, identity, max_patches=0), ValueError, "max_patch"),
-        (lambda: transport_patches(LATENTS, -1, identity), ValueError, "patch_size"),
-        (lambda: transport_patches(LATENTS, 3, "map"), TypeError, "`patch_map` must be callable"),
+        (lambda: map_patches(LATENTS, 3, identity, max_patches=0), ValueError, "max_patch"),
+        (lambda: map_patches(LATENTS, -1, identity), ValueError, "patch_size"),
+        (lambda: map_patches(LATENTS, 3, "map"), TypeError, "`patch_map` must be callable"),
         (
-            lambda: transport_patches(LATENTS, 3, identity, compute_dtype=torch.int64),
+            lambda: map_patches(LATENTS, 3, identity, compute_dtype=torch.int64),
             TypeError,
             "`compute_dtype`",
         ),
         (
-            lambda: transport_patches(LATENTS, 3, identity, window=torch.ones(2, 2)),
+            lambda: map_patches(LATENTS, 3, identity, window=torch.ones(2, 2)),
             ValueError,
             r"`window` must have shape \(3, 3\)",
         ),
         (
-            lambda: transport_patches(LATENTS, 2, identity, window=-torch.ones(2, 2)),
+            lambda: map_patches(LATENTS, 2, identity, window=-torch.ones(2, 2)),
             ValueError,
             "`window` must be non-negative",
         ),
         (
-            lambda: transport_patches(LATENTS, 2, identity, window=torch.zeros(2, 2)),
+            lambda: map_patches(LATENTS, 2, identity, window=torch.zeros(2, 2)),
             ValueError,
             "`window` must have a positive sum",
         ),
         (
-            lambda: transport_patches(
-                LATENTS, 2, identity, window=torch.full((2, 2), float("nan"))
-            ),
+            lambda: map_patches(LATENTS, 2, identity, window=torch.full((2, 2), float("nan"))),
             ValueError,
             "`window` must be finite",
         ),
         (
-            lambda: transport_patches(LATENTS, 2, lambda v: v.numpy()),
+            lambda: map_patches(LATENTS, 2, lambda v: v.numpy()),
             TypeError,
             "`patch_map` must return a torch.Tensor",
         ),

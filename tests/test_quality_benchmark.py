@@ -166,13 +166,50 @@ def test_fit_halves_are_disjoint_and_reproducible(bench, tmp_path):
         bench.tasks.fit_files(tmp_path, 5, seed=3)
 
 
-def test_test_images_are_unseen_by_the_fit_and_the_prior(bench, tmp_path):
-    (tmp_path / "images" / "Set14").mkdir(parents=True)
-    (tmp_path / "images" / "Set14" / "zebra.png").touch()
-    names = bench.tasks.held_out_names(tmp_path)
-    wikipedia = [int(name.split("/")[1]) for name in names if name.startswith("wikipedia")]
-    assert names[0] == "Set14/zebra" and wikipedia == list(range(36, 50))
-    assert not any("CBSD68" in name for name in names)
+def test_splits_are_disjoint_and_the_test_split_skips_the_fit_images(bench, tmp_path):
+    for folder, stems in (("Set14", ["zebra"]), ("Set5", ["baby"]), ("CBSD68", ["1", "2", "3"])):
+        (tmp_path / "images" / folder).mkdir(parents=True)
+        for stem in stems:
+            (tmp_path / "images" / folder / f"{stem}.png").touch()
+    validation = bench.tasks.held_out_names(tmp_path, "validation")
+    fit = [tmp_path / "images" / "CBSD68" / "2.png"]
+    test = bench.tasks.held_out_names(tmp_path, "test", fit)
+    number = [int(n.split("/")[1]) for n in validation if n.startswith("wikipedia")]
+    assert validation[0] == "Set14/zebra" and number == list(range(36, 43))
+    number = [int(n.split("/")[1]) for n in test if n.startswith("wikipedia")]
+    assert number == list(range(43, 50))
+    assert test[-3:] == ["Set5/baby", "CBSD68/1", "CBSD68/3"]
+    assert not set(validation) & set(test)
+    with pytest.raises(ValueError, match="split: one of \\('validation', 'test'\\), got 'train'"):
+        bench.tasks.held_out_names(tmp_path, "train")
+
+
+def test_restorations_are_cached_by_task_seed_name_and_pixels(bench, tmp_path):
+    calls = []
+
+    def restore(clean, rng):
+        calls.append(rng.integers(1000))
+        return 255 - clean
+
+    image = _smooth_image(16)
+    first = bench.tasks.cached_restore(restore, image, (0, "Set5/a"), tmp_path, "task")
+    again = bench.tasks.cached_restore(restore, image, (0, "Set5/a"), tmp_path, "task")
+    np.testing.assert_array_equal(first, 255 - image)
+    np.testing.assert_array_equal(again, first)
+    assert len(calls) == 1  # the second came from the disk
+    bench.tasks.cached_restore(restore, image[:8], (0, "Set5/a"), tmp_path, "task")
+    bench.tasks.cached_restore(restore, image, (1, "Set5/a"), tmp_path, "task")
+    assert len(calls) == 3  # other pixels, another seed: restored again
+    # The generator is the image's own: the same draw with or without the cache.
+    assert calls[0] == bench.tasks.image_rng(0, "Set5/a").integers(1000)
+
+
+def test_learned_sr_outputs_keep_the_clean_size(bench):
+    image = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    fitted = bench.tasks._fit_size(image, 6, 6)
+    assert fitted.shape == (6, 6, 3)
+    np.testing.assert_array_equal(fitted[:5], image[:, :6])
+    np.testing.assert_array_equal(fitted[5], image[4, :6])  # edge rows repeated
 
 
 # --------------------------------------------------------------------------- measures
@@ -188,7 +225,7 @@ def test_distribution_measures_compare_unpaired_halves(bench):
     images = [(rng.random((16, 24, 3)) * 255 * (k + 1) / 6).astype(np.uint8) for k in range(6)]
     outputs = [np.clip(image.astype(int) + 30, 0, 255).astype(np.uint8) for image in images]
     row = bench.measures.distribution_measures(
-        outputs, images, extractor=_mean_colour, inception=False, crop_size=8, seed=0
+        outputs, images, extractors={"toy": _mean_colour}, inception=False, crop_size=8, seed=0
     )
     # Even outputs against odd clean images and the other way round: never a pair.
     expected = []
@@ -204,12 +241,43 @@ def test_distribution_measures_compare_unpaired_halves(bench):
                 random_state=0,
             )
         )
-    assert row["kid_mobilenet"] == pytest.approx(np.mean(expected))
-    assert set(row) == {"fd_mobilenet", "kid_mobilenet"}
+    assert row["kid_toy"] == pytest.approx(np.mean(expected))
+    assert set(row) == {"fd_toy", "kid_toy"}
     too_few = bench.measures.distribution_measures(
-        outputs[:2], images[:2], extractor=_mean_colour, inception=False, crop_size=16, seed=0
-    )
-    assert math.isnan(too_few["kid_mobilenet"]) and math.isnan(too_few["fd_mobilenet"])
+        outputs[:2], images[:2], extractors={"toy": _mean_colour}, inception=False, crop_size=16,
+        seed=0,
+    )  # fmt: skip
+    assert math.isnan(too_few["kid_toy"]) and math.isnan(too_few["fd_toy"])
+
+
+def test_judge_numbers_read_the_grid_and_the_second_network(bench):
+    rows = [
+        {"alpha": 0.0, "grid": 1.4, "kid_rdn": 0.6},
+        {"alpha": 0.5, "grid": 1.2, "kid_rdn": 0.3},
+        {"alpha": 1.0, "grid": 1.0, "kid_rdn": 0.4},
+    ]
+    numbers = bench.measures.judge_numbers(rows, best_alpha=0.5, default_alpha=0.25)
+    assert numbers["grid_at_0"] == 1.4 and numbers["grid_best"] == 1.2
+    assert numbers["grid_restorer"] == 1.0 and math.isnan(numbers["grid_at_default"])
+    assert numbers["rdn_kid_change_best_pct"] == pytest.approx(-25.0)
+    assert numbers["rdn_kid_change_at_0_pct"] == pytest.approx(50.0)
+    without = bench.measures.judge_numbers([{"alpha": 0.0}, {"alpha": 1.0}], 1.0, 0.0)
+    assert math.isnan(without["rdn_kid_change_at_0_pct"]) and math.isnan(without["grid_at_0"])
+
+
+def test_rdn_features_pool_mean_and_std_of_the_deep_features(bench, shared_dir):
+    features = bench.measures.RDNFeatures(shared_dir / bench.measures.RDN_MODEL)
+    rng = np.random.default_rng(0)
+    batch = torch.from_numpy(rng.random((2, 3, 24, 24))).float()
+    pooled = features(batch)
+    assert pooled.shape == (2, 128)
+    pixels = (batch[0].clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
+    with torch.inference_mode():
+        x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+        deep = features._model(x, bench.measures.RDN_LAYER)[0].double().flatten(1)
+    torch.testing.assert_close(pooled[0, :64], deep.mean(1))
+    torch.testing.assert_close(pooled[0, 64:], deep.std(1))
+    assert float(pooled[:, 64:].min()) >= 0
 
 
 def test_ssim_is_latent_ots_definition(bench):
@@ -219,7 +287,8 @@ def test_ssim_is_latent_ots_definition(bench):
         np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8) for image in clean
     ]
     expected = metrics.ssim(noisy, clean)
-    assert bench.measures.ssim(noisy, clean) == pytest.approx(expected, rel=1e-6)
+    # latent_ot computes in float32, scikit-image in float64.
+    assert bench.measures.ssim(noisy, clean) == pytest.approx(expected, rel=1e-5)
     assert 0.2 < expected < 0.95
 
 
@@ -266,6 +335,11 @@ def test_alphas_always_hold_both_ends_and_quick_is_smaller(bench, shared_dir):
     full = quality.parse_args(["--shared", str(shared_dir)])
     assert len(quick.alphas) < len(full.alphas) and full.alphas == list(quality.ALPHAS)
     assert quick.size < full.size
+    # Quick: the built-in prior, the learned tasks first; the full run: every task, both.
+    assert quick.natural == "prior" and quick.tasks[0] == "learned_sr_x4"
+    assert full.natural == "both" and full.tasks == list(quality.TASKS)
+    assert full.split == "validation"
+    assert full.default_alpha == quality.LatentOTTransformer().alpha
 
 
 def test_bad_options_name_themselves(bench, shared_dir, capsys):
@@ -274,6 +348,7 @@ def test_bad_options_name_themselves(bench, shared_dir, capsys):
         (["--crop-size", "4"], "--crop-size must be at least 8 px, got 4"),
         (["--alphas", "a,b"], "or a comma-separated list"),
         (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--split", "train"], "--split: invalid choice: 'train'"),
     ):
         with pytest.raises(SystemExit):
             bench.quality.parse_args(["--shared", str(shared_dir), *argv])
@@ -289,6 +364,52 @@ def test_variants_build_and_paper_runs_only_with_cbsd68(bench, shared_dir):
     runs = quality.runs_of(args)
     assert ("paper", "cbsd68") in runs and ("paper", "prior") not in runs
     assert ("default", "prior") in runs
+
+
+class _ShiftedTransport:
+    """A toy operator whose output depends on where the 8 px grid falls: it adds 8 to every
+    pixel in a row whose index is a multiple of 8 (in the image it is given)."""
+
+    def sweep(self, images, alphas):
+        outputs = []
+        for alpha in alphas:
+            batch = []
+            for image in images:
+                out = image.astype(np.int64)
+                out[::8] += round(8 * (1 - alpha))
+                batch.append(np.clip(out, 0, 255).astype(np.uint8))
+            outputs.append(batch)
+        return outputs
+
+
+def test_cycle_spinning_shifts_the_grid_and_averages(bench):
+    quality = bench.quality
+    image = np.full((16, 24, 3), 100, dtype=np.uint8)
+    plain = quality.spun_sweep(_ShiftedTransport(), [image], [0.0, 1.0])
+    assert (plain[0][0][::8] == 108).all() and (plain[0][0][1::8] == 100).all()
+    np.testing.assert_array_equal(plain[1][0], image)
+    # Shifts of 0 and 4 rows: the grid falls on rows 0, 8 and on rows 4, 12 of the image,
+    # each half of the time: +4 on those rows.
+    spun = quality.spun_sweep(_ShiftedTransport(), [image], [0.0, 1.0], ((0, 0), (4, 0)))
+    expected = image.astype(int).copy()
+    expected[::4] += 4
+    np.testing.assert_array_equal(spun[0][0], expected)
+    np.testing.assert_array_equal(spun[1][0], image)
+    # Sixteen shifts: every row a grid row once in 8 passes along rows... 4 of 16 passes.
+    sixteen = quality.spun_sweep(_ShiftedTransport(), [image], [0.0], quality.CYCLE_SPINS[
+        "cycle-spin-16"])  # fmt: skip
+    np.testing.assert_array_equal(sixteen[0][0][::2], np.full((8, 24, 3), 102))
+    np.testing.assert_array_equal(sixteen[0][0][1::2], image[1::2])
+
+
+def test_the_finest_window_holds_the_texture(bench):
+    image = np.full((64, 96, 3), 128, dtype=np.uint8)
+    image[32:48, 48:64] = np.indices((16, 16)).sum(0)[..., None] % 2 * 255
+    assert bench.quality.finest_window(image, 16, step=16) == (32, 48)
+    grid = bench.quality.zoomed_grid({"a": [image[:4, :4]] * 2}, ["x", "y"], zoom=2)
+    pixels = np.asarray(grid)
+    tile = pixels[14 + 14 : 14 + 14 + 8, 0:8]  # the first tile, under the title and label
+    np.testing.assert_array_equal(tile, np.full((8, 8, 3), 128))
 
 
 def test_a_missing_prior_is_reported_as_such(bench):

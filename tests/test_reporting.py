@@ -1,14 +1,15 @@
-"""The metrics table (CSV, markdown) and the figures of a sweep; the demo's data."""
+"""The metrics table (CSV, markdown) and the figures of a sweep; the demo's photos."""
 
 import csv
 import math
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from latent_ot.demo import DEMO_PHOTOS, degrade_and_restore, sample_photos
-from latent_ot.reporting import (
+from latent_ot.apps.demo_data import DEMO_PHOTOS, sample_photos
+from latent_ot.apps.reports import (
     collage,
     format_value,
     markdown_table,
@@ -158,27 +159,32 @@ def test_sample_photos_are_square_uint8_in_order():
         sample_photos(len(DEMO_PHOTOS) + 1, size=40)
 
 
-def test_degrading_is_seeded_and_restoring_removes_noise():
-    clean = sample_photos(2, size=48)
-    degraded, restored = degrade_and_restore(clean, sigma=0.2, seed=3)
-    again, _ = degrade_and_restore(clean, sigma=0.2, seed=3)
-    other, _ = degrade_and_restore(clean, sigma=0.2, seed=4)
-    for name, pixels in clean.items():
-        assert np.array_equal(degraded[name], again[name])
-        assert not np.array_equal(degraded[name], other[name])
-        noise = np.abs(degraded[name] / 255 - pixels / 255).mean()
-        error = np.abs(restored[name] / 255 - pixels / 255).mean()
-        assert 0.05 < noise and error < noise
+class _FixedMetrics:
+    """Stands in for the CLI's metrics: fixed values per alpha, labels unchanged."""
+
+    def __init__(self) -> None:
+        self.values = iter([{"psnr": 20.0, "fid": 3.0}, {"psnr": 25.0, "fid": 5.0}])
+
+    def __call__(self, images, reference, progress=None):
+        return next(self.values)
+
+    def labelled(self, row):
+        return row
 
 
-def test_degrade_and_restore_iterates_through_progress():
-    clean = sample_photos(2, size=32)
-    seen = []
+def test_a_report_without_matplotlib_writes_its_tables_and_notes_the_curve(
+    tmp_path, monkeypatch, capsys
+):
+    from latent_ot.cli._console import Console
+    from latent_ot.cli._report import measure_and_report
 
-    def progress(pairs):
-        for name, pixels in pairs:
-            seen.append(name)
-            yield name, pixels
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if not installed
+    outputs = [[np.zeros((8, 8, 3))], [np.zeros((8, 8, 3))]]
 
-    degraded, _ = degrade_and_restore(clean, sigma=0.1, seed=0, progress=progress)
-    assert seen == list(degraded) == list(clean)
+    measure_and_report([0.0, 1.0], outputs, None, _FixedMetrics(), tmp_path, Console(quiet=False))
+
+    assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "metrics.md").is_file()
+    assert not (tmp_path / "curve.png").exists()
+    assert 'no curve: drawing figures needs matplotlib: pip install "latent-ot[plots]"' in (
+        capsys.readouterr().err
+    )

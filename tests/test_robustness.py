@@ -92,8 +92,8 @@ def test_constant_images_give_a_defined_result():
     np.testing.assert_allclose(out, 0.25, atol=1e-6)
 
 
-def test_identical_sets_give_the_identity(shared_dir):
-    images = sorted((shared_dir / "images" / "Set5").glob("*.png"))[:2]
+def test_identical_sets_give_the_identity(photo_dir):
+    images = sorted(photo_dir.glob("*.png"))[:2]
     dot = LatentOTTransformer(vae="pixel", patch_size=5).fit(images, images)
     matrix = dot.gaussian_ot_.transport_matrix_
     assert np.abs(matrix - np.eye(matrix.shape[0])).max() < 1e-10
@@ -130,3 +130,61 @@ def test_singular_patch_covariance_falls_back_to_the_stochastic_map():
     assert dot.gaussian_ot_.noise_cov_ is not None
     out = dot.transform(restored[0])
     assert np.isfinite(out).all() and not np.allclose(out[..., 0], out[..., 1])
+
+
+# -- an autoencoder from the hub, offline ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cause", "reason"),
+    [
+        ("offline mode", "HF_HUB_OFFLINE is set"),
+        ("unreachable", "the Hugging Face hub cannot be reached from this machine"),
+    ],
+)
+def test_a_hub_autoencoder_offline_says_so_and_what_to_do(cause, reason, monkeypatch, tmp_path):
+    import diffusers
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    from latent_ot.autoencoders import MODELS_DIR_ENV, load_autoencoder
+    from latent_ot.exceptions import AutoencoderNotFoundError
+
+    def load_config(hub_id):  # diffusers' error, raised from huggingface_hub's, as offline
+        try:
+            try:
+                if cause == "offline mode":
+                    raise OfflineModeIsEnabled("offline mode is enabled")
+                raise ConnectionError("Name or service not known")
+            except Exception as err:
+                raise LocalEntryNotFoundError("cannot find the requested files") from err
+        except LocalEntryNotFoundError as err:
+            raise OSError(f"{hub_id} does not appear to have a file named config.json.") from err
+
+    monkeypatch.setattr(diffusers.AutoencoderKL, "load_config", load_config)
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AutoencoderNotFoundError) as caught:
+        load_autoencoder("someone/some-vae")
+    message = str(caught.value)
+    assert message.startswith(
+        f"autoencoder 'someone/some-vae' is not available offline: {reason}, and no local copy "
+        f"exists (looked in: {tmp_path / 'someone/some-vae'} (as a path; no such directory); "
+        f"{tmp_path / 'some-vae'} (${MODELS_DIR_ENV}; not found)). Load it once while online "
+        "(it is then cached). To use a local copy, put it in <models dir>/some-vae/"
+    )
+    assert "config.json" not in message
+
+
+def test_another_hub_failure_still_names_its_cause(monkeypatch, tmp_path):
+    import diffusers
+
+    from latent_ot.autoencoders import MODELS_DIR_ENV, load_autoencoder
+    from latent_ot.exceptions import AutoencoderNotFoundError
+
+    def load_config(hub_id):
+        raise OSError(f"{hub_id} is not a valid model identifier")
+
+    monkeypatch.setattr(diffusers.AutoencoderKL, "load_config", load_config)
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
+    with pytest.raises(AutoencoderNotFoundError, match=r"^autoencoder 'someone/x' not found\. "):
+        load_autoencoder("someone/x")

@@ -34,7 +34,7 @@ def _tensors() -> dict[str, torch.Tensor]:
 
 def _metadata() -> dict:
     return {
-        "kind": "LatentOTTransformer",
+        "kind": "EnvelopeTest",  # a kind whose contents read_operator does not check
         "params": {"patch_size": 3, "alpha": 0.1, "rtol": None, "vae": "taesd"},
         "autoencoder": {"name": 'dé/ja "vu" \\ \n', "factor": 8, "latent_channels": 4},
         "floats": [-0.0, 5e-324, 1.7976931348623157e308, 0.1 + 0.2],
@@ -69,7 +69,7 @@ def _write_bytes(path, data: bytes):
 
 
 def test_round_trip_is_bitwise(saved):
-    tensors, metadata = read_operator(str(saved), expected_kind="LatentOTTransformer")
+    tensors, metadata = read_operator(str(saved), expected_kind="EnvelopeTest")
 
     expected = _tensors()
     assert tensors.keys() == expected.keys()
@@ -117,7 +117,7 @@ def test_file_is_standard_safetensors_with_one_json_document(saved):
     assert list(header_metadata) == ["latent_ot"]
     document = json.loads(header_metadata["latent_ot"])
     assert document["format_version"] == FORMAT_VERSION
-    assert document["metadata"]["kind"] == "LatentOTTransformer"
+    assert document["metadata"]["kind"] == "EnvelopeTest"
     assert document["tensors"]["cov"]["dtype"] == "float64"
 
 
@@ -338,7 +338,7 @@ def test_interrupted_save_keeps_the_previous_file(saved, monkeypatch, interrupti
 
     assert saved.read_bytes() == previous
     assert os.listdir(saved.parent) == [saved.name]
-    assert read_operator(saved, expected_kind="LatentOTTransformer")[0].keys() == _tensors().keys()
+    assert read_operator(saved, expected_kind="EnvelopeTest")[0].keys() == _tensors().keys()
 
 
 def test_interrupted_first_save_leaves_nothing(tmp_path, monkeypatch):
@@ -373,7 +373,7 @@ def test_newer_format_version_is_refused(tmp_path, monkeypatch):
 
 
 def test_expected_kind_mismatch(saved):
-    with pytest.raises(OperatorFileError, match="holds a LatentOTTransformer, expected a Gaussian"):
+    with pytest.raises(OperatorFileError, match="holds a EnvelopeTest, expected a Gaussian"):
         read_operator(saved, expected_kind="GaussianOTTransformer")
 
 

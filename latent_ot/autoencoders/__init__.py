@@ -5,12 +5,13 @@ with the same contract: :meth:`~Autoencoder.encode` takes RGB images in ``[0, 1]
 deterministic float32 latents, :meth:`~Autoencoder.decode` takes latents and returns RGB images
 clamped to ``[0, 1]``. Each adapter hides its model's own range convention.
 
-Images whose pass would take more memory than a budget per device are encoded and decoded in
-overlapping tiles, one at a time, so that the memory stays that of one tile; smaller ones run
-in one pass (:meth:`~Autoencoder.set_tiling`, :data:`AUTO_MEMORY_BUDGETS`,
-:data:`AUTO_TILE_SIZES`). Convolutions run channels-last on the CPU, where it is faster
-(:meth:`~Autoencoder.set_memory_format`, :data:`AUTO_MEMORY_FORMATS`). Outputs are never NaN
-or infinite: a half-precision model that overflows is run again in float32.
+Images whose pass would take more memory than the budget (by default half the memory free on
+the device) are encoded and decoded in overlapping tiles, one at a time, so that the memory
+stays that of one tile; smaller ones run in one pass (:meth:`~Autoencoder.set_tiling`,
+:func:`latent_ot.memory.auto_memory_budget`, :data:`AUTO_TILE_SIZES`). Convolutions run
+channels-last on the CPU, where it is faster (:meth:`~Autoencoder.set_memory_format`,
+:data:`AUTO_MEMORY_FORMATS`). Outputs are never NaN or infinite: a half-precision model that
+overflows is run again in float32.
 
 Adapters:
 
@@ -34,14 +35,13 @@ need it.
 from ._base import Autoencoder
 from ._layout import AUTO_MEMORY_FORMATS
 from ._loading import load_autoencoder
-from ._tiling import AUTO_MEMORY_BUDGETS, AUTO_TILE_SIZES
+from ._tiling import AUTO_TILE_SIZES, TileCallback, reporting_tiles
 from .diffusers import DiffusersKLAutoencoder, DiffusersTinyAutoencoder
 from .pixel import PixelAutoencoder
 from .presets import BUNDLED_WEIGHTS, MODELS_DIR_ENV, PRESETS, AutoencoderPreset
 from .taesd import TAESDAutoencoder
 
 __all__ = [
-    "AUTO_MEMORY_BUDGETS",
     "AUTO_MEMORY_FORMATS",
     "AUTO_TILE_SIZES",
     "BUNDLED_WEIGHTS",
@@ -53,5 +53,7 @@ __all__ = [
     "DiffusersTinyAutoencoder",
     "PixelAutoencoder",
     "TAESDAutoencoder",
+    "TileCallback",
     "load_autoencoder",
+    "reporting_tiles",
 ]

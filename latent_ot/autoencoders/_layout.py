@@ -1,18 +1,16 @@
-"""Memory layout of the convolutions: channels-last where it was measured to be faster.
+"""Memory layout of the convolutions: channels-last where it makes them faster.
 
 A convolution reads, for each output pixel, every channel of a neighbourhood. With the
 channels of a pixel next to each other in memory (``torch.channels_last``, "NHWC") instead of
 one whole plane per channel (the contiguous "NCHW" layout), oneDNN's CPU convolutions run
 faster and skip the reorders between layouts that a contiguous tensor costs them.
 
-Measured on a 2-core x86 CPU (torch 2.13, float32, one image, best of 3): TAEF2 encode +
-decode at 512 px, 2.17 s contiguous against 1.79 s channels-last (0.82x); an ``AutoencoderKL``
-with the Stable Diffusion VAE's configuration at 512 px, 42.7 s against 35.7 s (0.84x). The
-outputs agree to float precision (about 1e-6 mean absolute difference in pixels). Neither
-``torch.compile`` (0.90x after 55 s of compilation) nor bfloat16 autocast (10x slower on that
-CPU) is worth making a default there.
+On the CPU, both the TAESD family and the Stable Diffusion VAE run faster channels-last, and
+their outputs agree with the contiguous layout's to float precision, so ``"auto"`` chooses it
+there (``benchmarks/README.md`` has the timings). ``torch.compile`` and bfloat16 autocast
+were slower on the CPU and are not defaults.
 
-On CUDA the layout was not measured by this package, so ``"auto"`` keeps the contiguous one
+On CUDA this package has not compared the layouts, so ``"auto"`` keeps the contiguous one
 there; ``memory_format="channels_last"`` asks for it (cuDNN often prefers it in half
 precision).
 """
@@ -32,7 +30,7 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 AUTO_MEMORY_FORMATS: Mapping[str, str] = MappingProxyType({"cpu": "channels_last"})
 """What ``memory_format="auto"`` gives on each device type, for the convolutional adapters of
 this package (TAESD family, diffusers ``AutoencoderKL`` and ``AutoencoderTiny``); device types
-not listed (CUDA, not measured here) keep ``"contiguous"``."""
+not listed (CUDA, not compared here) keep ``"contiguous"``."""
 
 _TORCH_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 

@@ -98,6 +98,13 @@ def _load_from_hub(
     """``hub_id`` loaded with diffusers; if that fails, an error listing ``looked`` and the hub."""
 
     def not_found(err: BaseException) -> AutoencoderNotFoundError:
+        offline = _offline_reason(err)
+        if offline is not None:
+            return AutoencoderNotFoundError(
+                f"autoencoder {spec!r} is not available offline: {offline}, and no local copy "
+                f"exists (looked in: {'; '.join(looked)}). Load it once while online (it is "
+                f"then cached). {how}"
+            )
         looked.append(f"Hugging Face hub id {hub_id!r} ({_first_line(err)})")
         message = f"autoencoder {spec!r} not found. Looked in: " + "; ".join(looked) + ". "
         return AutoencoderNotFoundError(message + how)
@@ -115,6 +122,28 @@ def _load_from_hub(
     except OSError as err:  # e.g. offline with the config cached but not the weights
         raise not_found(err) from err
     return _wrap_diffusers(model, sample_latent)
+
+
+# huggingface_hub's errors, by name (their modules moved between versions): no file in the
+# cache and the hub unreachable; the hub not even tried, because HF_HUB_OFFLINE is set.
+_NOT_CACHED = "LocalEntryNotFoundError"
+_OFFLINE_MODE = "OfflineModeIsEnabled"
+
+
+def _offline_reason(err: BaseException) -> str | None:
+    """Why the hub could not be reached, if that is what ``err`` (or its causes) says."""
+    names: set[str] = set()
+    seen: BaseException | None = err
+    for _ in range(16):  # a chain of causes, bounded in case it loops
+        if seen is None:
+            break
+        names.update(kind.__name__ for kind in type(seen).__mro__)
+        seen = seen.__cause__ or seen.__context__
+    if _OFFLINE_MODE in names:
+        return "HF_HUB_OFFLINE is set"
+    if _NOT_CACHED in names:
+        return "the Hugging Face hub cannot be reached from this machine"
+    return None
 
 
 def _load_by_name(
@@ -224,10 +253,10 @@ def load_autoencoder(
     tile_overlap : int, optional
         Pixels shared by neighbouring tiles; by default the adapter's choice.
     memory_budget : int or "auto", default "auto"
-        Bytes one pass may take with ``tile_size="auto"``; ``"auto"``:
-        :data:`AUTO_MEMORY_BUDGETS` for the device (2 GB on the CPU). An :class:`Autoencoder`
-        instance keeps its own tiling unless ``tile_size`` (other than ``"auto"``),
-        ``tile_overlap`` or ``memory_budget`` is given.
+        Bytes one pass may take with ``tile_size="auto"``; ``"auto"``: half the memory free
+        on the device when the pass starts (:func:`latent_ot.memory.auto_memory_budget`). An
+        :class:`Autoencoder` instance keeps its own tiling unless ``tile_size`` (other than
+        ``"auto"``), ``tile_overlap`` or ``memory_budget`` is given.
     memory_format : {"auto", "channels_last", "contiguous"}, default "auto"
         The layout the model computes in; ``"auto"``: channels-last on the CPU, where it is
         faster, contiguous elsewhere (:data:`AUTO_MEMORY_FORMATS`). The outputs are the same
@@ -267,6 +296,8 @@ def load_autoencoder(
     """
     dtype = resolve_dtype(dtype, device)
     autoencoder = _resolve(vae, dtype, sample_latent, models_dir)
+    if isinstance(vae, str | os.PathLike):
+        autoencoder.source = os.fspath(vae)  # what an operator file stores to load it again
     if sample_latent and not autoencoder.sample_latent:
         raise ValueError(
             f"sample_latent=True, but {autoencoder.name} has a deterministic encoder "

@@ -2,10 +2,12 @@
 
 ``tile_size="auto"`` decides by memory: a pass runs whole when the autoencoder's estimated
 activations for it (:meth:`~latent_ot.autoencoders.Autoencoder.estimated_memory`) fit the
-memory budget of the device (:data:`AUTO_MEMORY_BUDGETS`); a batch that does not fit runs in
-smaller batches, and an image that does not fit alone runs in tiles, each sized to take at
-most half the budget (the other half is left for what a tiled pass holds for the whole image
-and for the allocator's slack) and at most :data:`AUTO_TILE_SIZES`.
+memory budget, by default a share of the memory free on the device when the pass starts
+(:func:`latent_ot.memory.auto_memory_budget`); a batch that does not fit runs in smaller
+batches, and an image that does not fit alone runs in tiles, each sized to take at most half
+the budget (the other half is left for what a tiled pass holds for the whole image and for the
+allocator's slack) and at most :data:`AUTO_TILE_SIZES`. Tiling costs time (the overlap is
+computed twice), so no image whose pass fits is tiled.
 
 A tile is run with context around the part of the output it keeps: neighbouring tiles share
 ``overlap`` input pixels and each keeps the half of the shared strip nearer to its own centre.
@@ -16,8 +18,11 @@ untiled one to float precision and no seam can appear, so nothing needs blending
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from fractions import Fraction
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -25,30 +30,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ..memory import auto_memory_budget
 from ..validation import check_int
 
 if TYPE_CHECKING:  # the interface that this class is part of
     from ._base import Autoencoder
 
-AUTO_MEMORY_BUDGETS: Mapping[str, int] = MappingProxyType({"cpu": 2 * 10**9, "cuda": 6 * 10**9})
-"""Bytes of activations that one autoencoder pass may take with ``tile_size="auto"``, per
-device type (others: ``"cpu"``); ``memory_budget=`` of
-:meth:`~latent_ot.autoencoders.Autoencoder.set_tiling` overrides it.
-
-On the CPU, 2 GB runs common photo sizes in one pass with every adapter of this package (a
-768 x 512 px image: about 0.6 GB with TAEF2, 1.5 GB with the Stable Diffusion VAE in float32;
-a 1024 px image with TAEF2: 1.6 GB) and tiles what would take more (a 1024 px image with the
-SD VAE: 4 GB; 2048 px with TAEF2: 6 GB). On CUDA, 6 GB: the half-precision SD VAE runs
-1024 px images whole, 2048 px ones in tiles.
-"""
-
 AUTO_TILE_SIZES: Mapping[str, int] = MappingProxyType({"cpu": 1024, "cuda": 2048})
 """Largest tile in pixels that ``tile_size="auto"`` uses, per device type (others: ``"cpu"``).
 
 ``"auto"`` tiles only images whose pass would exceed the memory budget
-(:data:`AUTO_MEMORY_BUDGETS`), in tiles that take at most half of it: 800 px for TAEF2 and
-512 px for the Stable Diffusion VAE on the CPU in float32. This caps them for small models,
-whose estimate would allow larger ones.
+(:func:`latent_ot.memory.auto_memory_budget`), in tiles that take at most half of it (with a
+2 GB budget: 800 px for TAEF2 and 512 px for the Stable Diffusion VAE on the CPU in float32).
+This caps them where the budget is large, so that the tiles of a large image still stream.
 """
 
 # Tiles "auto" never goes below: smaller ones would spend most of their pass on context.
@@ -96,22 +90,61 @@ def _tile_spans(length: int, tile: int, overlap: int, align: int) -> list[_Span]
     return spans
 
 
+TileCallback = Callable[[str, int, int], Any]
+"""``callback(what, done, total)``: ``done`` of the ``total`` tiles of a pass are finished;
+``what`` is ``"encoding"`` or ``"decoding"``."""
+
+_tile_callback: ContextVar[TileCallback | None] = ContextVar("tile_callback", default=None)
+
+
+@contextmanager
+def reporting_tiles(callback: TileCallback | None) -> Iterator[None]:
+    """Within the block, call ``callback`` after each tile of every tiled pass (progress).
+
+    Examples
+    --------
+    >>> from latent_ot.autoencoders import PixelAutoencoder
+    >>> seen = []
+    >>> with reporting_tiles(lambda what, done, total: seen.append((what, done, total))):
+    ...     _ = PixelAutoencoder().set_tiling(8, overlap=0).encode(torch.zeros(1, 3, 8, 16))
+    >>> seen
+    [('encoding', 1, 2), ('encoding', 2, 2)]
+    """
+    # Restored by value rather than by token: a generator may leave the block in another
+    # context (when it is closed by the garbage collector).
+    previous = _tile_callback.get()
+    _tile_callback.set(callback)
+    try:
+        yield
+    finally:
+        _tile_callback.set(previous)
+
+
 def _tiled(
-    run: Any, inputs: Tensor, *, tile: int, overlap: int, align: int, scale: Fraction
+    run: Any,
+    inputs: Tensor,
+    *,
+    tile: int,
+    overlap: int,
+    align: int,
+    scale: Fraction,
+    what: str = "encoding",
 ) -> Tensor:
     """``run`` applied tile by tile to ``inputs`` (``... x H x W``), whose output is ``scale``
     times the size of its input; tiles as :func:`_tile_spans` cuts them."""
     rows = _tile_spans(inputs.shape[-2], tile, overlap, align)
     columns = _tile_spans(inputs.shape[-1], tile, overlap, align)
-    outputs = None
-    for row in rows:
-        for column in columns:
-            result = run(inputs[..., row.start : row.stop, column.start : column.stop])
-            if outputs is None:  # preallocated once the channels and dtype are known
-                height, width = (int(size * scale) for size in inputs.shape[-2:])
-                outputs = _empty_like_layout(result, (*result.shape[:-2], height, width))
-            (rows_to, rows_from), (columns_to, columns_from) = row.kept(scale), column.kept(scale)
-            outputs[..., rows_to, columns_to] = result[..., rows_from, columns_from]
+    outputs, callback = None, _tile_callback.get()
+    total = len(rows) * len(columns)
+    for done, (row, column) in enumerate(itertools.product(rows, columns), start=1):
+        result = run(inputs[..., row.start : row.stop, column.start : column.stop])
+        if outputs is None:  # preallocated once the channels and dtype are known
+            height, width = (int(size * scale) for size in inputs.shape[-2:])
+            outputs = _empty_like_layout(result, (*result.shape[:-2], height, width))
+        (rows_to, rows_from), (columns_to, columns_from) = row.kept(scale), column.kept(scale)
+        outputs[..., rows_to, columns_to] = result[..., rows_from, columns_from]
+        if callback is not None:
+            callback(what, done, total)
     return outputs
 
 
@@ -201,8 +234,10 @@ class _Tiling:
             ``AutoencoderKL`` (diffusers' default).
         memory_budget : int or "auto", default "auto"
             Bytes of activations one pass may take with ``tile_size="auto"``: an int >= 1, or
-            ``"auto"`` for :data:`AUTO_MEMORY_BUDGETS` of the device (2 GB on the CPU, 6 GB
-            on CUDA). Ignored for other values of ``tile_size``.
+            ``"auto"`` for :func:`latent_ot.memory.auto_memory_budget`, half the memory free
+            on the device, read when each pass is planned (a fixed
+            :data:`~latent_ot.memory.FALLBACK_MEMORY_BUDGETS` where it cannot be read).
+            Ignored for other values of ``tile_size``.
 
         Returns
         -------
@@ -247,7 +282,7 @@ class _Tiling:
 
     @property
     def memory_budget(self) -> int | None:
-        """Bytes one pass may take, ``"auto"`` resolved for the device; None unless tiling is
+        """Bytes one pass may take, ``"auto"`` read from the device now; None unless tiling is
         ``"auto"`` and the adapter has an estimate (:meth:`estimated_memory`)."""
         return self._budget(self._tiling_request[2]) if self._tiles_by_memory() else None
 
@@ -313,9 +348,7 @@ class _Tiling:
         return self._tiling_request[0] == "auto" and bool(self._activation_elements_per_pixel())
 
     def _budget(self, memory_budget: Any) -> int:
-        if memory_budget != "auto":
-            return memory_budget
-        return AUTO_MEMORY_BUDGETS.get(self.device.type, AUTO_MEMORY_BUDGETS["cpu"])
+        return auto_memory_budget(self.device) if memory_budget == "auto" else memory_budget
 
     def _auto_tile_size(self, memory_budget: Any) -> int | None:
         per_pixel = self.estimated_memory(1, 1)
@@ -334,16 +367,22 @@ class _Tiling:
         return _round_down(min(128, tile_size // 2), 2 * self.factor)
 
     def _passes(self, count: int, height: int, width: int) -> tuple[int, bool]:
-        """(images per pass, whether in tiles) for ``count`` images of ``height x width``."""
+        """(images per pass, whether in tiles) for ``count`` images of ``height x width``.
+
+        By memory, the budget is read once, here: whatever fits it runs whole.
+        """
+        if self._tiles_by_memory():
+            budget, one = (
+                self._budget(self._tiling_request[2]),
+                self.estimated_memory(height, width),
+            )
+            if one > budget:
+                return 1, True
+            return max(1, min(count, budget // one)), False
         tile_size = self.tile_size
-        if tile_size is None:
+        if tile_size is None or max(height, width) <= tile_size:
             return count, False
-        if not self._tiles_by_memory():
-            return (1, True) if max(height, width) > tile_size else (count, False)
-        budget, one = self.memory_budget, self.estimated_memory(height, width)
-        if one > budget:
-            return 1, True
-        return max(1, min(count, budget // one)), False
+        return 1, True
 
     def _tile_images(self, run: Any, images: Tensor) -> Tensor:
         """``run`` (downsampling by :attr:`factor`) on ``images`` tile by tile."""
@@ -367,4 +406,5 @@ class _Tiling:
             overlap=overlap // self.factor,
             align=1,
             scale=Fraction(self.factor),
+            what="decoding",
         )

@@ -24,32 +24,83 @@ loading one never runs code.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
-from collections.abc import Sequence
-
-from ._console import Console, one_line
-from ._models import resolve_vae
-from ._options import attach_dash_values, parse_alphas
-from ._parser import build_parser
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 __all__ = ["build_parser", "main", "parse_alphas", "resolve_vae"]
+
+_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``latent-ot`` command with ``argv`` (default: ``sys.argv[1:]``).
 
+    Ctrl-C at any point, the import of torch included, prints one line and returns 130
+    (with ``--debug``: raises ``KeyboardInterrupt``). Warnings that other packages raise
+    (deprecations in huggingface_hub or diffusers, say), and their log messages below
+    errors (the hub's retries), are not shown: they concern their code, not the command's
+    use. Only the command filters them, while it runs; the library leaves warning filters
+    and logging to its caller.
+
     Returns
     -------
     int
-        The exit status: 0 on success, 1 when something failed, 2 for a usage error.
+        The exit status: 0 on success, 1 when something failed, 2 for a usage error, 130
+        when interrupted.
 
     Examples
     --------
     >>> main(["transform", "missing.safetensors", "photos/", "-o", "out/"])
     1
     """
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with warnings.catch_warnings(), _third_party_logs_quiet():
+            _only_our_warnings()
+            return _run(argv)
+    except KeyboardInterrupt:
+        if "--debug" in argv:
+            raise
+        print("latent-ot: interrupted", file=sys.stderr, flush=True)
+        return _INTERRUPTED
+
+
+def _only_our_warnings() -> None:
+    warnings.simplefilter("ignore")
+    # A warning is attributed to the module its stack level names: latent-ot's own warnings
+    # name latent-ot or the caller (here, the command), both latent_ot modules.
+    warnings.filterwarnings("default", module=r"latent_ot(\.|$)")
+
+
+# Packages that log warnings of their own (retries, deprecations) on the command's stderr.
+_CHATTY_LOGGERS = ("huggingface_hub", "diffusers", "httpx")
+
+
+@contextlib.contextmanager
+def _third_party_logs_quiet() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _run(argv: list[str]) -> int:
+    # Imported here, inside main's guard: importing torch takes seconds, and Ctrl-C then
+    # must print one line, not a traceback from torch's import.
+    from ._console import Console, one_line
+    from ._options import attach_dash_values
+    from ._parser import build_parser
+
+    parser = build_parser()
     try:
         args = parser.parse_args(attach_dash_values(argv, ("--alphas",)))
     except SystemExit as exit_:  # --help, --version or a usage error: argparse has printed it
@@ -57,13 +108,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(quiet=args.quiet)
     try:
         return args.run(args, console)
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        console.error("interrupted")
-        return 130
     except Exception as err:
         if args.debug:
             raise
         console.error(one_line(err))
         return 1
+
+
+def __getattr__(name: str) -> Any:
+    # The names of __all__ besides main, imported on first use (main must stay light).
+    if name == "build_parser":
+        from ._parser import build_parser
+
+        return build_parser
+    if name == "parse_alphas":
+        from ._options import parse_alphas
+
+        return parse_alphas
+    if name == "resolve_vae":
+        from ._models import resolve_vae
+
+        return resolve_vae
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..exceptions import first_line
 
-__all__ = ["Abort", "Console", "one_line"]
+__all__ = ["Abort", "Console", "failure_reason", "one_line", "report_failures"]
 
 
 class Abort(RuntimeError):
@@ -57,3 +58,20 @@ def one_line(error: BaseException | str) -> str:
     if isinstance(error, str) or (isinstance(error, _EXPECTED) and message):
         return message
     return f"{type(error).__name__}: {message} (run with --debug for the traceback)"
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a file could not be processed, as a folder run's report gives it.
+
+    Examples
+    --------
+    >>> failure_reason(ValueError("not an image"))
+    'ValueError: not an image'
+    """
+    return f"{type(error).__name__}: {error}"
+
+
+def report_failures(console: Console, failed: list[tuple[Path, str]]) -> None:
+    """One error line per file that could not be processed: its path and the reason."""
+    for path, reason in failed:
+        console.error(f"{path}: {one_line(reason)}")

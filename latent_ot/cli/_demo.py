@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._optional import require
+from ..apps.demo_data import DEMO_PHOTOS, sample_photos
+from ..apps.reports import collage
+from ..apps.restoration import degrade_and_restore, denoising, to_uint8
 from ..autoencoders import load_autoencoder
-from ..demo import DEMO_PHOTOS, degrade_and_restore, sample_photos
 from ..devices import resolve_device
-from ..folders import expand_inputs, save_image_atomically
-from ..reporting import collage
+from ..images.folders import expand_inputs, save_image_atomically
 from ._console import Console
 from ._models import DEFAULT_VAE, PAPER_VAE, new_operator, resolve_vae
 from ._options import (
@@ -28,6 +30,12 @@ __all__ = ["add_parser", "run"]
 _MIN_IMAGES = 4  # two to fit on, two to transform (FID-like metrics need two)
 _DEFAULT_IMAGES = len(DEMO_PHOTOS)
 _DEFAULT_SIZE = 192
+# What the demo needs beyond the core install, checked before any work: (module, package).
+_DEMO_PACKAGES = (
+    ("skimage", "scikit-image"),
+    ("matplotlib", "matplotlib"),
+    ("torchmetrics", "torchmetrics"),
+)
 
 
 def add_parser(commands) -> None:
@@ -73,6 +81,10 @@ def add_parser(commands) -> None:
     add_sweep_options(parser, seed=0, vae=DEFAULT_VAE, patch_size="auto")
 
 
+# The sample photos are about 512 px: larger crops are upscaled, and cost memory, not detail.
+_MAX_SIZE = 2048
+
+
 def _add_photo_options(parser) -> None:
     parser.add_argument(
         "--images",
@@ -83,10 +95,11 @@ def _add_photo_options(parser) -> None:
     )
     parser.add_argument(
         "--size",
-        type=integer("PX", 32),
+        type=integer("PX", 32, _MAX_SIZE),
         default=_DEFAULT_SIZE,
         metavar="PX",
-        help="side of the square crops the photos are resized to (default: %(default)s)",
+        help=f"side of the square crops the photos are resized to, 32 to {_MAX_SIZE} "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--noise",
@@ -98,17 +111,24 @@ def _add_photo_options(parser) -> None:
 
 
 def run(args, console: Console) -> int:
+    for module, package in _DEMO_PACKAGES:
+        require(module, extra="demo", purpose="the demo", package=package)
     vae = resolve_vae(args.vae, console)
     # Loaded first: an autoencoder that cannot be loaded stops the demo before any work.
     autoencoder = load_autoencoder(vae, device=resolve_device(args.device), dtype=args.dtype)
     natural = expand_inputs(args.natural) if args.natural is not None else None
     alphas = sorted({*args.alphas, 0.0, 1.0})  # the curve's two ends, marked on the plot
     clean = sample_photos(args.images, args.size)
-    degraded, restored = degrade_and_restore(
-        clean,
-        args.noise / 255,
-        args.seed,
-        progress=lambda pairs: console.progress(pairs, desc="degrading and restoring", unit="img"),
+    degraded, restored = (
+        {name: to_uint8(image) for name, image in images.items()}
+        for images in degrade_and_restore(
+            denoising(args.noise / 255),
+            clean,
+            args.seed,
+            progress=lambda pairs: console.progress(
+                pairs, desc="degrading and restoring", unit="img"
+            ),
+        )
     )
     names = list(clean)
     # Every other photo: both halves hold the same kinds of picture (photos, microscopy, sky),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..autoencoders import MODELS_DIR_ENV, PRESETS
+from ..autoencoders import MODELS_DIR_ENV, PRESETS, load_autoencoder
+from ..devices import resolve_device
 from ..estimators import LatentOTTransformer
 from ._console import Console
 
@@ -83,13 +84,20 @@ def _origin(vae: str) -> str:
     return f"{hub_id} from the Hugging Face hub, downloaded on first use"
 
 
+def autoencoder_of(vae, args):
+    """``vae`` as the operator's parameter: the name itself, or with ``--dtype`` other than
+    ``auto`` the autoencoder loaded in that dtype (the setting travels with it)."""
+    if args.dtype == "auto":
+        return vae
+    return load_autoencoder(vae, device=resolve_device(args.device), dtype=args.dtype)
+
+
 def new_operator(args, vae: str, **params) -> LatentOTTransformer:
     """An operator with the autoencoder, patch, device and seed options of ``args``."""
     return LatentOTTransformer(
-        vae=vae,
+        vae=autoencoder_of(vae, args),
         patch_size=args.patch_size,
         device=args.device,
-        dtype=args.dtype,
         batch_size=args.batch_size,
         random_state=args.seed,
         verbose=not args.quiet,
@@ -103,15 +111,10 @@ def load_operator(args, *, verbose: bool) -> LatentOTTransformer:
         raise FileNotFoundError(
             f"operator file {args.operator} not found; create one with 'latent-ot fit'"
         )
-    operator = LatentOTTransformer.load(args.operator)
-    overrides = {
-        "device": args.device,
-        "dtype": args.dtype,
-        "batch_size": args.batch_size,
-        "verbose": verbose,
-    }
-    if args.vae is not None:
-        overrides["vae"] = args.vae
+    operator = LatentOTTransformer.load(args.operator, sha256=getattr(args, "sha256", None))
+    overrides = {"device": args.device, "batch_size": args.batch_size, "verbose": verbose}
+    if args.vae is not None or args.dtype != "auto":
+        overrides["vae"] = autoencoder_of(args.vae or operator.vae, args)
     if args.seed is not None:
         overrides["random_state"] = args.seed
     return operator.set_params(**overrides)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..metrics import METRICS
+from ..provenance import check_sha256
 from ..validation import check_int, check_real
 from ._models import VAE_CHOICE
 
@@ -25,6 +26,7 @@ __all__ = [
     "HelpFormatter",
     "add_alphas_option",
     "add_autoencoder_options",
+    "add_exif_orientation_option",
     "add_metrics_option",
     "add_output_options",
     "add_seed",
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 OPERATOR_SUFFIX = ".safetensors"
+MAX_SEED = 2**32 - 1  # numpy's seed range (RandomState), which every random_state accepts
 DEFAULT_ALPHAS = "0:1:0.25"
 _MAX_ALPHAS = 10_000
 
@@ -103,7 +106,8 @@ def add_autoencoder_options(
     leaves it out.
     """
     group = parser.add_argument_group("autoencoder and device")
-    if vae is None:
+    if vae is None:  # the commands that read an operator file
+        add_sha256_option(parser, "the operator file")
         vae_help = "use another copy of the operator's autoencoder (same latent space)"
     else:
         vae_help = f"{purpose}{VAE_CHOICE} (default: %(default)s)"
@@ -159,10 +163,20 @@ def add_seed(parser, default: int | None) -> None:
     where = "the operator's" if default is None else "%(default)s"
     parser.add_argument(
         "--seed",
-        type=integer("SEED", 0),
+        type=integer("SEED", 0, MAX_SEED),
         default=default,
         metavar="SEED",
         help=f"seed of the transport noise (used when the map is stochastic; default: {where})",
+    )
+
+
+def add_exif_orientation_option(parser) -> None:
+    parser.add_argument(
+        "--no-exif-orientation",
+        dest="exif_orientation",
+        action="store_false",
+        help="read images as stored, ignoring their EXIF orientation tag (default: turn them "
+        "upright, as viewers show them)",
     )
 
 
@@ -223,6 +237,25 @@ def attach_dash_values(argv: list[str], options: tuple[str, ...]) -> list[str]:
 # -- types of values ------------------------------------------------------------------------
 
 
+def add_sha256_option(parser, what: str) -> None:
+    """``--sha256 HEX``: refuse ``what`` (a file the command reads) unless it has that digest.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_sha256_option(parser, "the operator file")
+    >>> parser.parse_args(["--sha256", "sha256:" + "A" * 64]).sha256 == "a" * 64
+    True
+    """
+    parser.add_argument(
+        "--sha256",
+        type=lambda text: _checked(lambda: check_sha256(text, "--sha256")),
+        metavar="HEX",
+        help=f"refuse {what} unless its sha256 is HEX, the digest published with it "
+        "(what 'sha256sum FILE' prints); see the documentation's Security and trust page",
+    )
+
+
 def _checked(check: Callable[[], Any]) -> Any:
     try:
         return check()
@@ -244,7 +277,7 @@ def integer(name: str, minimum: int, maximum: int | None = None) -> Callable[[st
     >>> integer("N", 4, 8)("9")
     Traceback (most recent call last):
     ...
-    argparse.ArgumentTypeError: N must be a number in [4, 8], got 9
+    argparse.ArgumentTypeError: N must be an int in [4, 8], got 9
     """
 
     def parse(text: str) -> int:
@@ -253,8 +286,10 @@ def integer(name: str, minimum: int, maximum: int | None = None) -> Callable[[st
         except ValueError:
             value = text
         _checked(lambda: check_int(value, name, minimum))
-        if maximum is not None:
-            _checked(lambda: check_real(value, name, low=minimum, high=maximum))
+        if maximum is not None and value > maximum:  # written whole: seeds run to 2**32 - 1
+            raise argparse.ArgumentTypeError(
+                f"{name} must be an int in [{minimum}, {maximum}], got {value}"
+            )
         return value
 
     return parse
@@ -373,14 +408,14 @@ def parse_alphas(text: str) -> list[float]:
     try:
         if ":" in text:
             start, stop, step = (float(part) for part in text.split(":"))
-            if not step > 0 or stop < start:
+            if not step > 0 or stop < start or not math.isfinite((stop - start) / step):
                 raise ValueError(expected)
             count = math.floor((stop - start) / step + 1e-9) + 1
             # Rounded so that 0.1 steps give 0.3, not 0.30000000000000004.
             values = [round(start + k * step, 10) for k in range(min(count, _MAX_ALPHAS + 1))]
         else:
             values = [float(part) for part in text.split(",")]
-    except ValueError:
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(expected) from None
     if len(values) > _MAX_ALPHAS or not all(math.isfinite(value) for value in values):
         raise argparse.ArgumentTypeError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..folders import expand_inputs
+from ..images.folders import expand_inputs
 from ..priors import build_prior
 from ._console import Console
 from ._files import check_output_file

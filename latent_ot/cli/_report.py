@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._optional import MissingExtraError
+from ..apps.reports import PERCEPTION_AXES, plot_perception_distortion, write_csv, write_markdown
 from ..autoencoders import load_autoencoder
 from ..devices import resolve_device
 from ..exceptions import MetricSkippedWarning
-from ..folders import save_image_atomically
-from ..metrics import evaluate
-from ..reporting import PERCEPTION_AXES, plot_perception_distortion, write_csv, write_markdown
+from ..images.folders import save_image_atomically
+from ..metrics import Evaluator, latent_w2_label
 from ._console import Console
 
 __all__ = [
@@ -50,28 +51,41 @@ class Metrics:
         self.device = device
         self.seed = seed
         self.console = console
+        self._evaluator: Evaluator | None = None
 
-    def __call__(self, images, reference) -> dict[str, float]:
+    def __call__(self, images, reference, *, progress=None) -> dict[str, float]:
+        """The row of ``images``; the reference is measured once for every row against it
+        (``progress`` is called once per image, like a tqdm bar's ``update``)."""
+        if self._evaluator is None or self._evaluator.reference is not reference:
+            self._evaluator = self._evaluator_for(reference)
+        return self._evaluator(images, progress=progress)
+
+    def _evaluator_for(self, reference) -> Evaluator:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            values = evaluate(
-                images,
+            evaluator = Evaluator(
                 reference,
                 metrics=self.names,
                 autoencoder=self.autoencoder,
                 patch_size=self.patch_size,
                 device=self.device,
                 random_state=self.seed,
+                verbose=not self.console.quiet,
             )
         skipped = [w.message for w in caught if isinstance(w.message, MetricSkippedWarning)]
         for other in caught:
             if not isinstance(other.message, MetricSkippedWarning):
                 warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
         if self.names is None:
-            self.names = list(values)
+            self.names = list(evaluator.metrics)
             for line in skipped_note(skipped):
                 self.console.note(line)
-        return values
+        return evaluator
+
+    def labelled(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` with the latent W2 column named with its patch size (`latent_w2_label`)."""
+        label = latent_w2_label(self.patch_size)
+        return {label if key == "latent_w2" else key: value for key, value in row.items()}
 
 
 def skipped_note(skipped: Sequence[MetricSkippedWarning]) -> list[str]:
@@ -116,16 +130,21 @@ def measure_and_report(
 ) -> None:
     """Measure a sweep's outputs, alpha by alpha; write the table (CSV, markdown) and the
     curve to ``output``; print the table and the paths."""
-    measuring = console.progress(outputs, desc="measuring", unit="alpha")
-    rows = [
-        {"alpha": alpha, **metrics(images, reference)}
-        for alpha, images in zip(alphas, measuring, strict=True)
-    ]
-    write_csv(rows, output / "metrics.csv")
-    table = write_markdown(rows, output / "metrics.md")
+    with console.progress(total=sum(map(len, outputs)), desc="measuring", unit="img") as bar:
+        rows = [
+            {"alpha": alpha, **metrics(images, reference, progress=bar.update)}
+            for alpha, images in zip(alphas, outputs, strict=True)
+        ]
+    labelled = [metrics.labelled(row) for row in rows]
+    write_csv(labelled, output / "metrics.csv")
+    table = write_markdown(labelled, output / "metrics.md")
     console.result(table)
     console.result(f"table: {output / 'metrics.csv'}, {output / 'metrics.md'}")
-    curve = plot_perception_distortion(rows)
+    try:
+        curve = plot_perception_distortion(rows)
+    except MissingExtraError as error:  # the tables are written; the curve is optional
+        console.note(f"no curve: {error}")
+        return
     if curve is None:
         console.note("no curve: the table needs psnr and one of " + ", ".join(PERCEPTION_AXES))
     else:

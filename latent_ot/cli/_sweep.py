@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..folders import expand_inputs, transform_files
+from ..images.folders import expand_inputs, transform_files
 from ._console import Console
 from ._files import check_distinct_names, matching_references
 from ._models import load_operator

@@ -9,10 +9,19 @@ from PIL import Image
 
 from ..estimators import LatentOTTransformer
 from ..exceptions import AutoencoderNotFoundError, IncompatibleAutoencoderError
-from ..folders import expand_inputs, shard, transform_files
-from ._console import Abort, Console, one_line
+from ..images import ImageSource
+from ..images.folders import expand_inputs, shard, transform_files
+from ._console import Abort, Console, one_line, report_failures
 from ._models import load_operator
-from ._options import OPERATOR_SUFFIX, add_autoencoder_options, add_seed, command, parse_shard, real
+from ._options import (
+    OPERATOR_SUFFIX,
+    add_autoencoder_options,
+    add_exif_orientation_option,
+    add_seed,
+    command,
+    parse_shard,
+    real,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -64,6 +73,7 @@ def add_parser(commands) -> None:
             "WORLD_SIZE from the environment, as torchrun sets them (default: all files)"
         ),
     )
+    add_exif_orientation_option(parser)
     add_seed(parser, default=None)
     add_autoencoder_options(parser, vae=None, patch_size=None)
 
@@ -83,7 +93,7 @@ def run(args, console: Console) -> int:
         operator.reusing_freed_memory(),
     ):
         report = transform_files(
-            _transform_or_abort(operator),
+            _transform_or_abort(operator, args.exif_orientation),
             files,
             args.output,
             rank=rank,
@@ -91,8 +101,7 @@ def run(args, console: Console) -> int:
             skip_existing=args.skip_existing,
             on_file=lambda _: bar.update(),
         )
-    for path, reason in report.failed:
-        console.error(f"{path}: {one_line(reason)}")
+    report_failures(console, report.failed)
     summary = f"{len(report.written)} image(s) written to {args.output}"
     if report.skipped:
         summary += f", {len(report.skipped)} skipped (output exists)"
@@ -102,7 +111,9 @@ def run(args, console: Console) -> int:
     return 0 if report.ok else 1
 
 
-def _transform_or_abort(operator: LatentOTTransformer) -> Callable[[Path], Image.Image]:
+def _transform_or_abort(
+    operator: LatentOTTransformer, exif_orientation: bool
+) -> Callable[[Path], Image.Image]:
     """``operator.transform``, with failures of the model (not of a file) stopping the run.
 
     A folder run reports a bad file and goes on; an autoencoder that cannot be loaded or
@@ -111,7 +122,7 @@ def _transform_or_abort(operator: LatentOTTransformer) -> Callable[[Path], Image
 
     def transform(path: Path) -> Image.Image:
         try:
-            return operator.transform(path)
+            return operator.transform(ImageSource(path, exif_orientation=exif_orientation))
         except (AutoencoderNotFoundError, IncompatibleAutoencoderError) as err:
             raise Abort(one_line(err)) from err
 

@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import copy
 import os
+from numbers import Real
+from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ..gaussian import (
-    GaussianMap,
-    fit_gaussian_map,
-    limit_gain,
-    oas_shrinkage,
-    scale_noise,
-    shrunk_covariance,
-    w2_distance,
-)
-from ..serialization import read_operator, write_operator
-from ..stats import GaussianStats
-from ..validation import check_choice, check_real
-from ._common import (
-    STOCHASTIC_MODES,
-    check_alpha,
-    check_rtol,
-    in_place_blend,
+from ..gaussian import STOCHASTIC_MODES, GaussianMap, fit_gaussian_map, scale_noise, w2_distance
+from ..serialization import (
     json_params,
-    make_generator,
+    params_from_file,
+    read_operator,
+    stats_from_tensors,
+    stats_tensors,
+    write_operator,
 )
-from ._gaussian_files import restore_transport, transport_file_state
+from ..stats import GaussianStats
+from ..validation import ALPHA, RANDOM_STATE, check_constraints, check_params, torch_generator
 
 __all__ = ["GaussianOTTransformer"]
 
@@ -74,17 +67,17 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
 
     ``fit`` estimates the mean and covariance of the source samples ``X`` and of the
     ``target`` samples, and the closed-form optimal transport map between the two Gaussians
-    (``EQUATIONS.md`` section 2). When the source covariance is singular the map becomes
-    stochastic (section 3): ``transform`` then adds Gaussian noise, drawn independently for
+    (see :ref:`method-map` in the documentation). When the source covariance is singular the
+    map becomes stochastic: ``transform`` then adds Gaussian noise, drawn independently for
     every row from ``random_state``, so that the output covariance is still the target's.
     ``alpha`` interpolates between the transported samples (0) and the input (1).
 
     Parameters
     ----------
-    alpha : float, default=0.0
+    alpha : float in [-10, 10], default=0.0
         Perception-distortion interpolation ``(1 - alpha) * T(X) + alpha * X``. ``0`` gives
         the transported samples, ``1`` returns ``X`` unchanged; values outside ``[0, 1]``
-        extrapolate.
+        extrapolate (:data:`latent_ot.validation.ALPHA_RANGE` bounds them).
     stochastic : {"auto", "never", "always"}, default="auto"
         ``"auto"`` uses the stochastic map only when the source covariance is singular;
         ``"never"`` raises on a singular source; ``"always"`` uses it regardless.
@@ -92,19 +85,11 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         Relative eigenvalue tolerance deciding singularity: an eigenvalue ``<= rtol *
         largest`` counts as zero. None means ``d * eps(float64)``, as in
         ``numpy.linalg.matrix_rank``.
-    shrinkage : float or "oas", default=0.0
-        Shrink the source covariance toward the scaled identity before the map is fitted
-        (:func:`latent_ot.gaussian.shrunk_covariance`): a fraction in ``[0, 1]``, or ``"oas"``
-        for the Oracle Approximating Shrinkage amount estimated from the statistics
-        (:func:`latent_ot.gaussian.oas_shrinkage`). ``0`` is the plain map.
-    max_gain : float or None, default=None
-        Clamp the eigenvalues of the transport matrix at this value
-        (:func:`latent_ot.gaussian.limit_gain`); None leaves the map as fitted.
     noise_scale : float, default=1.0
         Multiply the standard deviation of the stochastic map's noise by this value in
         ``[0, 1]`` (:func:`latent_ot.gaussian.scale_noise`): ``1`` matches the target
         covariance, ``0`` gives the map's mean, deterministic. No effect on a deterministic map.
-    random_state : int, RandomState instance or None, default=None
+    random_state : None, int in [0, 2**32 - 1], RandomState or Generator, default=None
         Seeds the noise of the stochastic map. The same int gives the same output on every
         call of ``transform``.
 
@@ -143,22 +128,20 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
     True
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "alpha": ALPHA,
+        "stochastic": [StrOptions(set(STOCHASTIC_MODES))],
+        "rtol": [None, Interval(Real, 0, 1, closed="left")],
+        "noise_scale": [Interval(Real, 0, 1, closed="both")],
+        "random_state": RANDOM_STATE,
+    }
+
     def __init__(
-        self,
-        *,
-        alpha=0.0,
-        stochastic="auto",
-        rtol=None,
-        shrinkage=0.0,
-        max_gain=None,
-        noise_scale=1.0,
-        random_state=None,
+        self, *, alpha=0.0, stochastic="auto", rtol=None, noise_scale=1.0, random_state=None
     ):
         self.alpha = alpha
         self.stochastic = stochastic
         self.rtol = rtol
-        self.shrinkage = shrinkage
-        self.max_gain = max_gain
         self.noise_scale = noise_scale
         self.random_state = random_state
 
@@ -181,7 +164,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         -------
         self : GaussianOTTransformer
         """
-        self._check_params()
+        self._validate_params()
         X = validate_data(self, X, reset=True, dtype=np.float64, ensure_all_finite=False)
         _check_enough_samples(X.shape[0], "X")
         target_stats = self._as_target_stats(target) if target is not None else None
@@ -212,7 +195,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         -------
         self : GaussianOTTransformer
         """
-        self._check_params()
+        self._validate_params()
         if X is None and target is None:
             raise ValueError("partial_fit needs X, target or both; got neither")
         first_call = not hasattr(self, "source_stats_")
@@ -258,7 +241,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         >>> bool(np.allclose(ot.transport_matrix_, np.eye(3)))
         True
         """
-        self._check_params()
+        self._validate_params()
         if not isinstance(source, GaussianStats):
             raise TypeError(f"source must be GaussianStats, got {type(source).__name__}")
         _check_enough_samples(source.count, "source")
@@ -272,15 +255,10 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         self._fit_map()
         return self
 
-    def _check_params(self) -> None:
-        check_alpha(self.alpha)
-        check_choice(self.stochastic, "stochastic", STOCHASTIC_MODES)
-        check_rtol(self.rtol)
-        if self.shrinkage != "oas":
-            check_real(self.shrinkage, "shrinkage", low=0, high=1)
-        if self.max_gain is not None:
-            check_real(self.max_gain, "max_gain", low=0, closed="neither")
-        check_real(self.noise_scale, "noise_scale", low=0, high=1)
+    def _validate_params(self) -> None:
+        """Check every parameter against :attr:`_parameter_constraints` (see
+        :func:`latent_ot.validation.check_params`)."""
+        check_params(self)
 
     def _as_target_stats(self, target) -> GaussianStats:
         if isinstance(target, GaussianStats):
@@ -317,24 +295,11 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         else:
             mean_t, cov_t = target.mean, target.covariance
             ot_map = fit_gaussian_map(
-                mean_s,
-                self._shrunk(cov_s, source.count),
-                mean_t,
-                cov_t,
-                stochastic=self.stochastic,
-                rtol=self.rtol,
+                mean_s, cov_s, mean_t, cov_t, stochastic=self.stochastic, rtol=self.rtol
             )
-            if self.max_gain is not None:
-                matrix = limit_gain(ot_map.matrix, self.max_gain)
-                ot_map = GaussianMap(ot_map.mean_source, mean_t, matrix, ot_map.noise_factor)
             ot_map = scale_noise(ot_map, self.noise_scale)
             w2 = float(w2_distance(mean_s, cov_s, mean_t, cov_t))
         self._set_map(ot_map, w2)
-
-    def _shrunk(self, cov: torch.Tensor, count: int) -> torch.Tensor:
-        if self.shrinkage == "oas":
-            return shrunk_covariance(cov, oas_shrinkage(cov, count))
-        return shrunk_covariance(cov, self.shrinkage)
 
     def _set_map(self, ot_map: GaussianMap, w2: float) -> None:
         """Install a map and derive the public fitted attributes from it and the statistics."""
@@ -368,14 +333,17 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         ndarray of shape (n_samples, n_features), float64
         """
         check_is_fitted(self)
-        alpha = check_alpha(self.alpha)
+        self._validate_params()
+        alpha = float(self.alpha)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         samples = _as_float64_tensor(X)
         if alpha == 1.0:
             return samples.numpy().copy()
-        generator = make_generator(self.random_state, samples.device)
+        generator = torch_generator(self.random_state, samples.device)
         transported = self.transport_tensor(samples, generator)
-        return in_place_blend(transported, samples, alpha).numpy()
+        if alpha != 0.0:  # the blend, written into the transported samples, which are ours
+            transported.lerp_(samples, alpha)
+        return transported.numpy()
 
     def transport_tensor(
         self, samples: torch.Tensor, generator: torch.Generator | None = None
@@ -421,7 +389,7 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
-        alpha = check_alpha(alpha)
+        alpha = float(check_constraints(alpha, "alpha", ALPHA))
         new = copy.deepcopy(self)
         new.alpha = alpha
         return new
@@ -451,17 +419,18 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         write_operator(path, tensors, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> GaussianOTTransformer:
+    def load(cls, path: str | os.PathLike, *, sha256: str | None = None) -> GaussianOTTransformer:
         """Read a transformer written by :meth:`save`; nothing in the file is executed.
 
         Raises
         ------
         OperatorFileError
             If the file is not a latent-ot operator of this class, is truncated, was
-            tampered with (checksums), or was written by a newer format version.
+            tampered with (checksums), or was written by another version of latent-ot.
         """
-        tensors, metadata = read_operator(path, expected_kind=cls.__name__)
-        estimator = cls(**metadata["params"])
+        # sha256: the published digest of the whole file, which pins it (read_operator)
+        tensors, metadata = read_operator(path, expected_kind=cls.__name__, sha256=sha256)
+        estimator = cls(**params_from_file(cls, metadata["params"], path))
         estimator.restore_file_state(tensors, metadata)
         return estimator
 
@@ -473,15 +442,35 @@ class GaussianOTTransformer(TransformerMixin, BaseEstimator):
         :meth:`restore_file_state` reads it back.
         """
         check_is_fitted(self)
-        return transport_file_state(self, prefix)
+        tensors = stats_tensors(f"{prefix}source", self.source_stats_)
+        counts = {"source": self.source_stats_.count}
+        if self.target_stats_ is not None:
+            tensors |= stats_tensors(f"{prefix}target", self.target_stats_)
+            counts["target"] = self.target_stats_.count
+        ot_map = self._gaussian_map
+        tensors[f"{prefix}map.mean_source"] = ot_map.mean_source
+        tensors[f"{prefix}map.mean_target"] = ot_map.mean_target
+        tensors[f"{prefix}map.matrix"] = ot_map.matrix
+        if ot_map.noise_factor is not None:
+            tensors[f"{prefix}map.noise_factor"] = ot_map.noise_factor
+        metadata = {"counts": counts, "n_features_in": self.n_features_in_, "w2": self.w2_}
+        return tensors, metadata
 
     def restore_file_state(self, tensors: dict, metadata: dict, prefix: str = "") -> None:
         """Set the fitted state from what :meth:`file_state` returned (read from a file)."""
-        restore_transport(self, tensors, metadata, prefix)
-
-    def __setstate__(self, state: dict) -> None:
-        # A pickle from before noise_scale existed drew all of the noise.
-        super().__setstate__({"noise_scale": 1.0, **state})
+        counts = metadata["counts"]
+        self.n_features_in_ = metadata["n_features_in"]
+        self.source_stats_ = stats_from_tensors(tensors, f"{prefix}source", counts["source"])
+        self.target_stats_ = None
+        if "target" in counts:
+            self.target_stats_ = stats_from_tensors(tensors, f"{prefix}target", counts["target"])
+        ot_map = GaussianMap(
+            tensors[f"{prefix}map.mean_source"],
+            tensors[f"{prefix}map.mean_target"],
+            tensors[f"{prefix}map.matrix"],
+            tensors.get(f"{prefix}map.noise_factor"),
+        )
+        self._set_map(ot_map, metadata["w2"])
 
     def __getstate__(self) -> dict:
         # Pickles load anywhere: state goes to the CPU, the per-device cache is rebuilt. A

@@ -2,48 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from typing import Any
+from collections.abc import Iterator
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
-from sklearn.base import BaseEstimator, TransformerMixin
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ..encoding import DEFAULT_PATCH_CHUNK_SIZE
-from ..io import ImageSource
-from ..serialization import read_operator, write_operator
-from ._common import check_alpha
-from ._latent_checks import check_compatible, check_mergeable, check_params
-from ._latent_files import (
-    PARAMS_ADDED_LATER,
-    fitted_patch_size,
-    operator_file_state,
-    restore_operator,
+from .. import memory
+from ..autoencoders import Autoencoder, load_autoencoder
+from ..devices import check_device_available, resolve_device
+from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
+from ..exceptions import IncompatibleAutoencoderError
+from ..images import ImageSource
+from ..patches import patch_dim
+from ..pipeline.apply import INTERPOLATIONS, sweep_images
+from ..pipeline.statistics import image_batches, latent_patch_stats, name_of, stack_pixels
+from ..priors import NaturalPrior, has_builtin_prior, load_prior, restored_image_side
+from ..recipes import PAPER, PAPER_MAP, auto_map, auto_patch_size
+from ..serialization import (
+    json_params,
+    params_from_file,
+    read_operator,
+    stats_from_tensors,
+    stats_tensors,
+    write_operator,
 )
-from ._latent_fitting import LatentFitMixin
-from ._latent_transforming import LatentTransformMixin
+from ..stats import GaussianStats
+from ..validation import ALPHA, RANDOM_STATE, check_constraints, check_params, torch_generator
+from .gaussian_transport import GaussianOTTransformer
 
-__all__ = ["PAPER_RECIPE", "LatentOTTransformer"]
+__all__ = ["MAX_LOW_FREQUENCY_SIGMA", "LatentOTTransformer"]
 
-PAPER_RECIPE = {
-    "vae": "sd-vae-ft-mse",
-    "patch_size": 3,
-    "stochastic": "auto",
-    "fold_window": "uniform",
-    "shrinkage": 0.0,
-    "max_gain": None,
-    "noise_scale": 1.0,
-    "residual": False,
-    "interpolation": "pixel",
-    "low_frequency_sigma": None,
-    "zero_shot": False,
-    "rtol": None,
-}
-"""The parameters of the paper's recipe (:meth:`LatentOTTransformer.paper`)."""
+MAX_LOW_FREQUENCY_SIGMA = 1000.0
+"""The largest ``low_frequency_sigma`` accepted, in pixels. The low-pass costs time and memory
+in proportion to sigma (its kernel has ``8 sigma + 1`` taps); beyond the size of any photo it
+keeps the input's mean colour only, which a sigma of 1000 already does."""
+
+_TRANSPORT_PREFIX = "transport."
+_FITTED = (
+    "gaussian_ot_",
+    "restored_stats_",
+    "natural_stats_",
+    "w2_",
+    "n_images_restored_",
+    "n_images_natural_",
+    "latent_channels_",
+    "factor_",
+    "patch_size_",
+    "patch_dim_",
+    "prior_scale_",
+)
 
 
-class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin, BaseEstimator):
+class LatentOTTransformer(TransformerMixin, BaseEstimator):
     """Deep Optimal Transport: make restored images look natural, from a dozen examples.
 
     ``fit`` encodes a set of restored images (outputs of any restoration model) and a set of
@@ -53,97 +71,58 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
     by averaging, and decodes (Adrai et al., NeurIPS 2023), keeping the input's coarse content
     (``low_frequency_sigma``); ``alpha`` moves the result back toward the input
     (``interpolation``). Without natural images, ``fit`` takes the natural side from a prior
-    (``prior``). :meth:`paper` gives the paper's recipe exactly.
+    (``prior``). :meth:`paper` gives the paper's recipe exactly; the defaults and the rules of
+    ``"auto"`` are in :mod:`latent_ot.recipes`, with the reason for each.
 
     Parameters
     ----------
     vae : str, os.PathLike, Autoencoder or diffusers model, default="taef2"
         The autoencoder: a preset name (``"taef2"``, bundled with the package and offline;
         ``"sd-vae-ft-mse"``, the paper's, downloaded on first use; ``"pixel"``, ...), a hub
-        id, a local directory or an instance; see
-        :func:`latent_ot.autoencoders.load_autoencoder`. Loaded on first use, not here.
+        id or a local directory, loaded on first use with
+        :func:`~latent_ot.autoencoders.load_autoencoder`'s defaults; or an instance, used as
+        it is. The autoencoder's own settings (compute ``dtype``, ``tile_size``,
+        ``sample_latent``) travel with it: pass
+        ``vae=load_autoencoder("taef2", dtype="float16", tile_size=512)`` to choose them.
     prior : "builtin", str, os.PathLike or NaturalPrior, default="builtin"
         The natural side when ``fit`` gets no natural images: ``"builtin"`` is the prior
         shipped for the autoencoder (:func:`latent_ot.priors.builtin_prior`; TAEF2 has one),
-        else a file written by :meth:`latent_ot.priors.NaturalPrior.save`. Ignored when
-        natural images are given.
-    prior_scale : "auto" or int, default="auto"
-        Which scale of the prior: ``"auto"`` picks the one nearest to the size of the
-        restored images; an int, the one nearest to that long side in pixels. Give the size
-        of the source photos when the restored images are crops of larger ones.
+        else a file written by :meth:`latent_ot.priors.NaturalPrior.save`, or a prior. Its
+        scale nearest to the size of the restored images is used; to pin one, pass
+        ``prior=NaturalPrior.at_scale(side)`` (crops of large photos call for the photos'
+        size). Ignored when natural images are given.
     patch_size : int or "auto", default="auto"
         Side ``p`` of the latent patches; the statistics have dimension ``C * p * p``.
-        ``"auto"`` is 1 for latents of 16 channels or more (TAEF2) and 3 below (the SD VAE,
-        ``"pixel"``), the choice of the quality benchmark (see :ref:`choosing-patch-size`).
-    alpha : float, default=0.0
+        ``"auto"``: :func:`latent_ot.recipes.auto_patch_size` (1 for latents of 16 channels
+        or more, such as TAEF2's; 3 below).
+    alpha : float in [-10, 10], default=0.0
         ``0`` gives the transported images (most realistic), ``1`` returns the inputs
         unchanged; values outside ``[0, 1]`` extrapolate.
-    stochastic : {"auto", "never", "always"}, default="auto"
-        When to use the stochastic map (noise per patch) instead of the deterministic one;
-        ``"auto"``: only when the restored patches' covariance is singular (see ``rtol``).
-    fold_window : {"uniform", "gaussian"}, default="uniform"
-        Weights of a patch's pixels when overlapping patches are averaged back.
-    device : str or torch.device, default="auto"
-        Where the autoencoder runs and the statistics live; ``"auto"`` picks CUDA when
-        available.
-    dtype : torch.dtype, str or None, default="auto"
-        Compute dtype of the autoencoder: ``"auto"`` is float16 on CUDA (retried in float32
-        where it overflows) and float32 elsewhere; None is float32. Statistics are always
-        float64.
-    batch_size : int, default=4
-        Images encoded together; only images of equal size share a batch.
-    sample_latent : bool, default=False
-        Encode with a sample of the latent distribution instead of its mean (``AutoencoderKL``
-        only). The mean makes the result deterministic.
-    patch_chunk_size : int, default=16384
-        Patches processed at once: bounds memory whatever the image size.
-    tile_size : int, "auto" or None, default="auto"
-        Images larger than this many pixels in height or width are encoded and decoded in
-        overlapping tiles, which bounds memory (see
-        :meth:`latent_ot.autoencoders.Autoencoder.set_tiling`); ``"auto"`` is 512 on CPU and
-        1024 on CUDA, None never tiles.
-    rtol : float, "auto" or None, default="auto"
-        Relative eigenvalue tolerance deciding singularity (see
-        :class:`GaussianOTTransformer`): directions in which the restored patches vary less
-        than ``rtol`` times their largest variance count as absent: with
-        ``stochastic="auto"`` the map drops the input's content there instead of amplifying
-        it, and draws their natural variance as noise scaled by ``noise_scale`` (seeded by
-        ``random_state``). ``"auto"`` is 0.05 for patches of one latent pixel
-        (``patch_size_ == 1``, TAEF2's default), where the quality benchmark chose it, and
-        None (``d * eps``, the paper's) for larger ones.
-    shrinkage : float or "oas", default=0.0
-        Shrink the restored patches' covariance toward the scaled identity before the map is
-        fitted (see :class:`GaussianOTTransformer`); ``0`` is the paper's plain map.
-    max_gain : float or None, default=None
-        Clamp the eigenvalues of the transport matrix (see :class:`GaussianOTTransformer`).
-    noise_scale : float or "auto", default="auto"
-        The stochastic map's noise, as a fraction in ``[0, 1]`` of the standard deviation
-        that gives the natural covariance (see :class:`GaussianOTTransformer`); ``1`` is the
-        paper's. ``"auto"`` is 0 for patches of one latent pixel, leaving the directions
-        ``rtol`` cuts at the natural mean (see :ref:`choosing-noise`), and 1 for larger ones.
-    residual : bool, default=False
-        Decode the change only, ``x + D(T(E(x))) - D(E(x))``: what the autoencoder cannot
-        reconstruct stays out of it (a second decode; see :mod:`latent_ot.transport`).
+    low_frequency_sigma : float in (0, 1000] or None, default=6.0
+        Keep the input's coarse content: every output's band below a Gaussian low-pass of
+        this many pixels is replaced by the input's, ``y + G * (x - y)``
+        (:func:`latent_ot.pipeline.gaussian_low_pass`), so the transport changes detail, not
+        colours and shading. None returns the decoded images as they are. Its cost grows
+        with sigma, hence the maximum (:data:`MAX_LOW_FREQUENCY_SIGMA`).
     interpolation : {"latent", "pixel"}, default="latent"
         Where ``alpha`` interpolates: between the latents, then decoded,
         ``D((1 - alpha) T(z) + alpha z)`` (one decode per ``alpha`` in :meth:`sweep`); or
-        between the images, ``(1 - alpha) D(T(z)) + alpha x``, as in the paper. Latent
-        interpolation gave the better perception-distortion curve in the quality benchmark
-        (see the Quality page of the documentation). ``alpha = 1`` returns the inputs
-        themselves either way.
-    low_frequency_sigma : float or None, default=6.0
-        Keep the input's coarse content: every output's band below a Gaussian low-pass of
-        this many pixels is replaced by the input's, ``y + G * (x - y)``
-        (:func:`latent_ot.transport.gaussian_low_pass`), so the transport changes detail,
-        not colours and shading, which restorers get right (see
-        :ref:`choosing-low-frequencies`). None returns the decoded images as they are.
-    zero_shot : bool, default=False
-        At transform time, take the restored side's statistics from each image itself
-        instead of from the fit (the natural side stays the fitted one, which is not
-        changed). Suits low-dimensional patch vectors (few channels or ``patch_size=1``).
-    random_state : int, RandomState instance or None, default=None
-        Seeds the noise of the stochastic map and the latent samples; the same int gives the
-        same output on every call.
+        between the images, ``(1 - alpha) D(T(z)) + alpha x``, as in the paper. ``alpha = 1``
+        returns the inputs themselves either way.
+    transport : GaussianOTTransformer or None, default=None
+        The Gaussian map applied to the patch vectors, with its settings (``stochastic``,
+        ``rtol``, ``noise_scale``); cloned at ``fit`` into ``gaussian_ot_``, its ``alpha``
+        and ``random_state`` replaced by this operator's. Set its parameters as
+        scikit-learn's nested estimators: ``set_params(transport__rtol=0.1)``. None: the map
+        :func:`latent_ot.recipes.auto_map` gives for the fitted patch size.
+    device : str or torch.device, default="auto"
+        Where the autoencoder runs and the statistics live; ``"auto"`` picks CUDA when
+        available.
+    batch_size : int, default=4
+        Images encoded together; only images of equal size share a batch.
+    random_state : None, int in [0, 2**32 - 1], RandomState or Generator, default=None
+        Seeds the noise of a stochastic map and latent samples; the same int gives the same
+        output on every call.
     verbose : bool, default=False
         Show progress bars (tqdm) while encoding and transporting.
 
@@ -171,16 +150,15 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
     -----
     Images may be PIL images, numpy arrays, torch tensors, file paths, a directory or any
     iterable of them, of mixed sizes; ``transform`` returns the kind it was given (see
-    :mod:`latent_ot.io`). Sizes that are not multiples of the autoencoder's factor are
+    :mod:`latent_ot.images`). Sizes that are not multiples of the autoencoder's factor are
     reflect-padded and cropped back, so outputs have exactly the input's size.
 
-    The parameters that shape the fitted map (``prior``, ``prior_scale``, ``patch_size``,
-    ``stochastic``, ``rtol``, ``shrinkage``, ``max_gain``, ``noise_scale``) take effect at the
-    next ``fit`` or ``partial_fit``; the others at every ``transform``.
+    ``vae``, ``prior``, ``patch_size`` and ``transport`` shape the fitted map and take effect
+    at the next ``fit``; the others at every ``transform``.
 
     Pickling (``joblib.dump``) stores the statistics and how to re-create the autoencoder
     (its name or path), not its weights; an autoencoder given as an instance is a parameter
-    and is pickled with its weights.
+    and is pickled with its weights. :meth:`save` writes a file that runs no code on load.
 
     Examples
     --------
@@ -193,80 +171,82 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
     >>> out = dot.transform(restored[0])
     >>> out.shape, bool(out.std() > restored[0].std())
     ((32, 32, 3), True)
+
+    The map's settings are those of a nested estimator:
+
+    >>> dot.set_params(transport=GaussianOTTransformer(), transport__rtol=0.1).transport.rtol
+    0.1
     """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "vae": [str, os.PathLike, HasMethods(["encode", "decode"])],
+        "prior": [str, os.PathLike, NaturalPrior],
+        "patch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "alpha": ALPHA,
+        "low_frequency_sigma": [
+            None,
+            Interval(Real, 0, MAX_LOW_FREQUENCY_SIGMA, closed="right"),
+        ],
+        "interpolation": [StrOptions(set(INTERPOLATIONS))],
+        "transport": [None, GaussianOTTransformer],
+        "device": [str, torch.device],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "random_state": RANDOM_STATE,
+        "verbose": ["boolean"],
+    }
 
     def __init__(
         self,
         vae="taef2",
         *,
         prior="builtin",
-        prior_scale="auto",
         patch_size="auto",
         alpha=0.0,
-        stochastic="auto",
-        fold_window="uniform",
-        device="auto",
-        dtype="auto",
-        batch_size=4,
-        sample_latent=False,
-        patch_chunk_size=DEFAULT_PATCH_CHUNK_SIZE,
-        tile_size="auto",
-        rtol="auto",
-        shrinkage=0.0,
-        max_gain=None,
-        noise_scale="auto",
-        residual=False,
-        interpolation="latent",
         low_frequency_sigma=6.0,
-        zero_shot=False,
+        interpolation="latent",
+        transport=None,
+        device="auto",
+        batch_size=4,
         random_state=None,
         verbose=False,
     ):
         self.vae = vae
         self.prior = prior
-        self.prior_scale = prior_scale
         self.patch_size = patch_size
         self.alpha = alpha
-        self.stochastic = stochastic
-        self.fold_window = fold_window
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = batch_size
-        self.sample_latent = sample_latent
-        self.patch_chunk_size = patch_chunk_size
-        self.tile_size = tile_size
-        self.rtol = rtol
-        self.shrinkage = shrinkage
-        self.max_gain = max_gain
-        self.noise_scale = noise_scale
-        self.residual = residual
-        self.interpolation = interpolation
         self.low_frequency_sigma = low_frequency_sigma
-        self.zero_shot = zero_shot
+        self.interpolation = interpolation
+        self.transport = transport
+        self.device = device
+        self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
 
     @classmethod
     def paper(cls, **params) -> LatentOTTransformer:
-        """The paper's recipe (Adrai et al., 2023): :data:`PAPER_RECIPE`, then ``params``.
+        """The paper's recipe (Adrai et al., 2023): :data:`latent_ot.recipes.PAPER` with the
+        map :data:`latent_ot.recipes.PAPER_MAP`, then ``params``.
 
         The Stable Diffusion VAE, patch size 3, the plain Gaussian map folded with equal
         weights, and interpolation in pixel space; it gives the same outputs, bit for bit,
-        as latent-ot did before any of the other options existed.
+        as latent-ot did before any other option existed.
 
         Examples
         --------
         >>> LatentOTTransformer.paper().vae
         'sd-vae-ft-mse'
-        >>> LatentOTTransformer.paper(vae="taef2").get_params()["residual"]
-        False
+        >>> LatentOTTransformer.paper(vae="taef2").get_params()["transport__noise_scale"]
+        1.0
         """
-        return cls(**(PAPER_RECIPE | params))
+        return cls(**({**PAPER, "transport": GaussianOTTransformer(**PAPER_MAP)} | params))
 
     # -- fitting -------------------------------------------------------------------------------
 
     def fit(self, restored, natural=None):
         """Fit the patch statistics of restored and natural images and the transport map.
+
+        All or nothing: a ``fit`` that raises (an unreadable image, out of memory, an
+        interrupt) leaves the operator as it was before the call.
 
         Parameters
         ----------
@@ -282,12 +262,17 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         -------
         self : LatentOTTransformer
         """
-        for name in ("restored_stats_", "natural_stats_", "gaussian_ot_"):
-            self.__dict__.pop(name, None)
-        if natural is None:
-            self._check_params()
-            self._natural_prior(self._autoencoder())  # fails now rather than after encoding
-        return self.partial_fit(restored, natural)
+        self._validate_params()
+        before = {name: self.__dict__.pop(name) for name in _FITTED if name in self.__dict__}
+        try:
+            if natural is None:
+                self._natural_prior(self._autoencoder())  # fails now rather than after encoding
+            return self.partial_fit(restored, natural)
+        except BaseException:
+            for name in _FITTED:
+                self.__dict__.pop(name, None)
+            self.__dict__.update(before)
+            raise
 
     def partial_fit(self, restored=None, natural=None):
         """Stream more restored images, natural images, or both.
@@ -306,14 +291,14 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         -------
         self : LatentOTTransformer
         """
-        self._check_params()
+        self._validate_params()
         if restored is None and natural is None:
             raise ValueError("partial_fit needs restored images, natural images or both")
         autoencoder = self._autoencoder()
         if not hasattr(self, "restored_stats_"):
             self._start_fit(autoencoder)
         else:
-            check_compatible(self, autoencoder)
+            self._check_compatible(autoencoder)
         self._accumulate_sides({"restored": restored, "natural": natural}, autoencoder)
         return self
 
@@ -328,7 +313,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         Parameters
         ----------
         images : images
-            Any accepted kind (see :mod:`latent_ot.io`).
+            Any accepted kind (see :mod:`latent_ot.images`).
 
         Returns
         -------
@@ -362,8 +347,8 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         True
         """
         check_is_fitted(self)
-        self._check_params()
-        alphas = [check_alpha(alpha) for alpha in alphas]
+        self._validate_params()
+        alphas = [_check_alpha(alpha) for alpha in alphas]
         source = ImageSource(images, name="images")
         outputs: list[dict[int, Any]] = [{} for _ in alphas]
         if all(alpha == 1.0 for alpha in alphas):
@@ -386,7 +371,7 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         (0.5, 0.0)
         """
         check_is_fitted(self)
-        alpha = check_alpha(alpha)
+        alpha = _check_alpha(alpha)
         new = copy.copy(self)
         new.restored_stats_ = self.restored_stats_.copy()
         new.natural_stats_ = self.natural_stats_.copy()
@@ -419,7 +404,12 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         for operator, name in ((self, "self"), (other, "other")):
             if not hasattr(operator, "restored_stats_"):
                 raise NotFittedError(f"{name} has not been fitted: nothing to merge")
-        check_mergeable(self, other)
+        mine, theirs = self._fit_signature(), other._fit_signature()
+        if mine != theirs:
+            raise IncompatibleAutoencoderError(
+                "cannot merge operators fitted differently: (vae, patch_size, latent "
+                f"channels, factor) are {mine} and {theirs}"
+            )
         merged = copy.copy(self)
         merged.restored_stats_ = self.restored_stats_ + other.restored_stats_
         merged.natural_stats_ = self.natural_stats_ + other.natural_stats_
@@ -433,9 +423,32 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
             return NotImplemented
         return self.merge(other)
 
-    def _check_params(self) -> None:
-        check_params(self)
-        self._gaussian_transport()._check_params()
+    def reusing_freed_memory(self) -> contextlib.AbstractContextManager[bool]:
+        """A block in which this operator's calls keep the memory they free for the next.
+
+        Each call of ``fit``, ``partial_fit``, ``transform`` and ``sweep`` already runs in such
+        a block and gives the memory back at its end; a loop of calls (one file at a time, as
+        ``latent-ot transform`` runs) is faster in one block around the whole loop, which keeps
+        the memory between calls. It is :func:`latent_ot.memory.reusing_freed_memory` for this
+        operator's autoencoder: that module says what it changes and how to decline it.
+
+        Returns
+        -------
+        contextlib.AbstractContextManager[bool]
+            Yields whether freed memory is kept for reuse inside the block.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> images = [rng.random((32, 32, 3)) for _ in range(2)]
+        >>> operator = LatentOTTransformer(vae="pixel", random_state=0).fit(images, images)
+        >>> with operator.reusing_freed_memory():
+        ...     outputs = [operator.transform(image) for image in images]
+        >>> [output.shape for output in outputs]
+        [(32, 32, 3), (32, 32, 3)]
+        """
+        return memory.reusing_freed_memory(self._autoencoder())
 
     # -- files -------------------------------------------------------------------------------
 
@@ -446,20 +459,46 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         autoencoder: its preset name, hub id or directory, never its weights) as JSON, with
         checksums; the write is atomic, so an interrupted save leaves any previous file at
         ``path`` intact. Prefer this to ``joblib.dump`` for files you share: loading a
-        pickle runs code from the file.
+        pickle runs code from the file. An autoencoder instance is stored by the name or
+        path :func:`~latent_ot.autoencoders.load_autoencoder` loaded it from, and loaded
+        again from it with the default settings.
 
         Raises
         ------
         TypeError
-            If ``vae`` is an instance (a file stores how to load an autoencoder, not its
-            weights: use joblib then) or ``random_state`` is a RandomState.
+            If ``vae`` is an instance built in code (a file stores how to load an
+            autoencoder, not its weights: use joblib then), ``prior`` is a NaturalPrior
+            (save it and pass its path) or ``random_state`` is not None or an int.
         """
         check_is_fitted(self)
-        tensors, metadata = operator_file_state(self)
-        write_operator(path, tensors, metadata)
+        params = self.get_params(deep=False)
+        params["vae"] = _vae_reference(self.vae)
+        transport = params.pop("transport")
+        params = json_params(params)
+        params["transport"] = None if transport is None else json_params(transport.get_params())
+        tensors = stats_tensors("restored", self.restored_stats_)
+        tensors |= stats_tensors("natural", self.natural_stats_)
+        transport_tensors, transport_metadata = self.gaussian_ot_.file_state(_TRANSPORT_PREFIX)
+        metadata = {
+            "kind": type(self).__name__,
+            "params": params,
+            "counts": {
+                "restored": self.restored_stats_.count,
+                "natural": self.natural_stats_.count,
+                "restored_images": self.n_images_restored_,
+                "natural_images": self.n_images_natural_,
+            },
+            "latent_channels": self.latent_channels_,
+            "factor": self.factor_,
+            "patch_dim": self.patch_dim_,
+            "patch_size": self.patch_size_,
+            "prior_scale": self.prior_scale_,
+            "transport": transport_metadata,
+        }
+        write_operator(path, tensors | transport_tensors, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> LatentOTTransformer:
+    def load(cls, path: str | os.PathLike, *, sha256: str | None = None) -> LatentOTTransformer:
         """Read an operator written by :meth:`save`; nothing in the file is executed.
 
         The autoencoder is loaded on first use from the stored ``vae`` (preset, hub id or
@@ -469,11 +508,29 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
         ------
         OperatorFileError
             If the file is not a latent-ot operator, is truncated, was tampered with
-            (checksums), or was written by a newer format version.
+            (checksums), or was written by another version of latent-ot.
         """
-        tensors, metadata = read_operator(path, expected_kind=cls.__name__)
-        operator = cls(**{**PARAMS_ADDED_LATER, **metadata["params"]})
-        return restore_operator(operator, tensors, metadata)
+        # sha256: the published digest of the whole file, which pins it (read_operator)
+        tensors, metadata = read_operator(path, expected_kind=cls.__name__, sha256=sha256)
+        params = dict(params_from_file(cls, metadata["params"], path))
+        if params["transport"] is not None:
+            transport = params_from_file(GaussianOTTransformer, params["transport"], path)
+            params["transport"] = GaussianOTTransformer(**transport)
+        operator = cls(**params)
+        counts = metadata["counts"]
+        operator.latent_channels_ = metadata["latent_channels"]
+        operator.factor_ = metadata["factor"]
+        operator.patch_dim_ = metadata["patch_dim"]
+        operator.patch_size_ = metadata["patch_size"]
+        operator.restored_stats_ = stats_from_tensors(tensors, "restored", counts["restored"])
+        operator.natural_stats_ = stats_from_tensors(tensors, "natural", counts["natural"])
+        operator.n_images_restored_ = counts["restored_images"]
+        operator.n_images_natural_ = counts["natural_images"]
+        operator.prior_scale_ = metadata["prior_scale"]
+        operator.gaussian_ot_ = operator._unfitted_map()
+        operator.gaussian_ot_.restore_file_state(tensors, metadata["transport"], _TRANSPORT_PREFIX)
+        operator.w2_ = operator.gaussian_ot_.w2_
+        return operator
 
     def __getstate__(self) -> dict:
         # The loaded autoencoder is re-created from `vae` after loading; statistics go to the
@@ -487,9 +544,241 @@ class LatentOTTransformer(LatentFitMixin, LatentTransformMixin, TransformerMixin
                 state[name] = state[name].copy().to("cpu")
         return state
 
-    def __setstate__(self, state: dict) -> None:
-        # Pickles from before patch_size="auto" have no patch_size_; their patch vectors say it.
-        if "patch_dim_" in state and "patch_size_" not in state:
-            state["patch_size_"] = fitted_patch_size(state["patch_dim_"], state["latent_channels_"])
-        state = {**PARAMS_ADDED_LATER, **state}
-        super().__setstate__(state)
+    # -- the pieces of fit -----------------------------------------------------------------------
+
+    def _validate_params(self) -> None:
+        """Check every parameter (see :func:`latent_ot.validation.check_params`), the device
+        against this torch build, and the nested ``transport``'s own parameters."""
+        check_params(self)
+        check_device_available(resolve_device(self.device))
+        if self.transport is not None:
+            self.transport._validate_params()
+
+    def _start_fit(self, autoencoder: Autoencoder) -> None:
+        device = resolve_device(self.device)
+        self.latent_channels_ = autoencoder.latent_channels
+        self.factor_ = autoencoder.factor
+        self.patch_size_ = self._resolved_patch_size(self.latent_channels_)
+        self.patch_dim_ = patch_dim(self.latent_channels_, self.patch_size_)
+        self.restored_stats_ = GaussianStats(self.patch_dim_, device=device)
+        self.natural_stats_ = GaussianStats(self.patch_dim_, device=device)
+        self.n_images_restored_ = 0
+        self.n_images_natural_ = 0
+
+    def _resolved_patch_size(self, latent_channels: int) -> int:
+        if self.patch_size == "auto":
+            return auto_patch_size(latent_channels)
+        return int(self.patch_size)
+
+    def _accumulate_sides(self, sides: dict, autoencoder: Autoencoder) -> None:
+        """Add each side's images (None: none) to its statistics, across ranks when
+        synchronizing; then refit the map, also after a failed batch."""
+        try:
+            # One block for all batches: memory freed by one is reused by the next.
+            with memory.reusing_freed_memory(autoencoder):
+                if synchronizing():
+                    self._accumulate_across_ranks(sides, autoencoder)
+                else:
+                    for name, images in sides.items():
+                        if images is not None:
+                            self._accumulate(name, images, autoencoder)
+        finally:
+            self._fit_transport()
+
+    def _accumulate(self, name: str, images, autoencoder: Autoencoder) -> None:
+        """Merge the patches of ``images`` into the ``name`` side, one batch at a time."""
+        stats = getattr(self, f"{name}_stats_").to(resolve_device(self.device))
+        count = 0
+        for batch_stats, n_images in self._batch_stats(name, images, autoencoder):
+            stats.merge(batch_stats)
+            setattr(self, f"n_images_{name}_", getattr(self, f"n_images_{name}_") + n_images)
+            count += n_images
+        if count == 0:
+            raise ValueError(f"{name} is empty: expected at least one image")
+
+    def _accumulate_across_ranks(self, sides: dict, autoencoder: Autoencoder) -> None:
+        """Accumulate this rank's share of the call, then merge every rank's, in rank order."""
+        device = resolve_device(self.device)
+        local = {name: GaussianStats(self.patch_dim_, device=device) for name in sides}
+        counts = dict.fromkeys(sides, 0)
+        try:
+            for name, images in sides.items():
+                for batch_stats, n_images in self._batch_stats(name, images or [], autoencoder):
+                    local[name].merge(batch_stats)
+                    counts[name] += n_images
+        except BaseException as error:
+            report_failure(error)  # the other ranks raise now instead of timing out
+            raise
+        merged = gather_stats([local[name] for name in sides])
+        totals = sum_counts([counts[name] for name in sides])
+        for name, stats, total in zip(sides, merged, totals, strict=True):
+            if sides[name] is not None and total == 0:
+                raise ValueError(f"{name} is empty on every rank: expected at least one image")
+            getattr(self, f"{name}_stats_").to(device).merge(stats)
+            setattr(self, f"n_images_{name}_", getattr(self, f"n_images_{name}_") + total)
+
+    def _batch_stats(
+        self, name: str, images, autoencoder: Autoencoder
+    ) -> Iterator[tuple[GaussianStats, int]]:
+        """Statistics of the patches of each batch of ``images``, with the batch's size."""
+        return latent_patch_stats(
+            images,
+            autoencoder,
+            self.patch_size_,
+            batch_size=self.batch_size,
+            device=resolve_device(self.device),
+            generator=self._latent_generator(autoencoder),
+            name=name,
+            verbose=self.verbose,
+            desc=f"encoding {name}",
+        )
+
+    def _fit_transport(self) -> None:
+        target = self._natural_target()
+        if self.restored_stats_.count < 2 or target.count < 2:
+            self.__dict__.pop("gaussian_ot_", None)
+            return
+        self.gaussian_ot_ = self._unfitted_map().fit_stats(self.restored_stats_, target)
+        self.w2_ = self.gaussian_ot_.w2_
+
+    def _unfitted_map(self) -> GaussianOTTransformer:
+        """``transport`` (or the recipe's map for the fitted patch size), cloned, with this
+        operator's ``random_state``; its ``alpha`` is left at 0: ``alpha`` acts on images."""
+        if self.transport is None:
+            template = GaussianOTTransformer(**auto_map(self.patch_size_))
+        else:
+            template = clone(self.transport)
+        return template.set_params(alpha=0.0, random_state=self.random_state)
+
+    def _natural_target(self) -> GaussianStats:
+        """The natural images' statistics, or without any, the prior's nearest in scale.
+
+        Streaming restored images alone with an autoencoder that has no built-in prior leaves
+        the operator unfitted until natural images come.
+        """
+        self.prior_scale_ = None
+        no_prior = self.prior == "builtin" and not has_builtin_prior(self._autoencoder().name)
+        if self.n_images_natural_ > 0 or self.restored_stats_.count == 0 or no_prior:
+            return self.natural_stats_
+        side = restored_image_side(
+            self.restored_stats_.count, self.n_images_restored_, self.patch_size_, self.factor_
+        )
+        prior = self._natural_prior(self._autoencoder())
+        stats, self.prior_scale_ = prior.select(self.patch_size_, side)
+        return stats.to(self.restored_stats_.device)
+
+    def _natural_prior(self, autoencoder: Autoencoder) -> NaturalPrior:
+        """The ``prior`` parameter, loaded once and checked against the autoencoder."""
+        key = (self.prior if isinstance(self.prior, str | os.PathLike) else id(self.prior),)
+        key += (autoencoder.name,)
+        cached = self.__dict__.get("_prior_cache")
+        if cached is None or cached[0] != key:
+            prior = load_prior(self.prior, autoencoder.name)
+            prior.check_autoencoder(autoencoder)
+            # a patch size the prior lacks fails here, before any encoding
+            prior.select(self._resolved_patch_size(autoencoder.latent_channels), 1.0)
+            self._prior_cache = (key, prior)
+        return self._prior_cache[1]
+
+    def _autoencoder(self) -> Autoencoder:
+        """The loaded autoencoder, (re)loaded when ``vae`` or ``device`` changed.
+
+        A name or path is loaded with :func:`~latent_ot.autoencoders.load_autoencoder`'s
+        defaults (compute dtype ``"auto"``); an instance keeps its own dtype and settings.
+        """
+        device = resolve_device(self.device)
+        reference = self.vae if isinstance(self.vae, str | os.PathLike) else id(self.vae)
+        key = (reference, str(device))
+        cached = self.__dict__.get("_autoencoder_cache")
+        if cached is None or cached[0] != key:
+            dtype = self.vae.dtype if isinstance(self.vae, Autoencoder) else "auto"
+            self._autoencoder_cache = (key, load_autoencoder(self.vae, device=device, dtype=dtype))
+        return self._autoencoder_cache[1]
+
+    def _latent_generator(self, autoencoder: Autoencoder) -> torch.Generator | None:
+        if not autoencoder.sample_latent:
+            return None
+        # A stream apart from the transport noise, so that one does not shift the other.
+        seed = self.random_state
+        if isinstance(seed, Integral) and not isinstance(seed, bool):
+            seed = (int(seed) + 1) % 2**32
+        return torch_generator(seed, autoencoder.device)
+
+    # -- the pieces of transform -----------------------------------------------------------------
+
+    def _transport_all(
+        self, source: ImageSource, alphas: list[float], outputs: list[dict[int, Any]]
+    ) -> None:
+        """Fill ``outputs[i][index]`` with the output of image ``index`` at ``alphas[i]``."""
+        autoencoder = self._autoencoder()
+        self._check_compatible(autoencoder)
+        generator = torch_generator(self.random_state, autoencoder.device)
+
+        def patch_map(vectors: torch.Tensor) -> torch.Tensor:
+            return self.gaussian_ot_.transport_tensor(vectors, generator)
+
+        options = {
+            "patch_size": self.patch_size_,
+            "interpolation": self.interpolation,
+            "low_frequency_sigma": self.low_frequency_sigma,
+            "generator": self._latent_generator(autoencoder),
+        }
+        batches = image_batches(source, self.batch_size, verbose=self.verbose, desc="transporting")
+        with memory.reusing_freed_memory(autoencoder):
+            for group in batches:
+                originals = stack_pixels(group, autoencoder.device)
+                images = sweep_images(
+                    originals, autoencoder, patch_map, alphas, name=name_of(group), **options
+                )
+                for per_alpha, batch in zip(outputs, images, strict=True):
+                    for k, (index, item) in enumerate(group):
+                        # alpha = 1 gives the inputs themselves, bit for bit
+                        per_alpha[index] = (
+                            item.original() if batch is None else item.to_output(batch[k])
+                        )
+
+    def _check_compatible(self, autoencoder: Autoencoder) -> None:
+        """Raise unless ``autoencoder`` gives latents like those of the fit."""
+        fitted = (self.latent_channels_, self.factor_)
+        if (autoencoder.latent_channels, autoencoder.factor) != fitted:
+            raise IncompatibleAutoencoderError(
+                f"vae: this operator was fitted on latents with {fitted[0]} channels and factor "
+                f"{fitted[1]}, but {autoencoder.name} gives {autoencoder.latent_channels} "
+                f"channels and factor {autoencoder.factor}; use the autoencoder of the fit, "
+                "or refit"
+            )
+        size = self._resolved_patch_size(self.latent_channels_)
+        if size != self.patch_size_:
+            raise IncompatibleAutoencoderError(
+                f"patch_size: this operator was fitted with patches of side {self.patch_size_}"
+                f" (patch vectors of length {self.patch_dim_}), patch_size="
+                f"{self.patch_size!r} gives {size}; refit"
+            )
+
+    def _fit_signature(self) -> tuple:
+        """What two operators must share to merge: the autoencoder (its name or path, or the
+        fingerprint of an instance's weights, equal for copies) and the patches."""
+        vae = self.vae
+        if isinstance(vae, str | os.PathLike):
+            described = os.fspath(vae)
+        else:
+            described = f"{type(vae).__name__} with weights {self._autoencoder().fingerprint()}"
+        return (described, self.patch_size_, self.latent_channels_, self.factor_)
+
+
+def _check_alpha(alpha: Any) -> float:
+    return float(check_constraints(alpha, "alpha", ALPHA))
+
+
+def _vae_reference(vae: Any) -> str:
+    """What a file stores of ``vae``: its name or path, or where an instance was loaded from."""
+    if isinstance(vae, str | os.PathLike):
+        return os.fspath(vae)
+    source = getattr(vae, "source", None)
+    if source is None:
+        raise TypeError(
+            f"vae: a {type(vae).__name__} built in code cannot be written to an operator file, "
+            "which stores how to load an autoencoder (a preset name, hub id or directory), "
+            "not its weights; pass one of those, or pickle the operator with joblib"
+        )
+    return source

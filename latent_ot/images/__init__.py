@@ -25,19 +25,26 @@ Conversion rules
   transparency. Bilevel images (``1``) are returned as ``L``: thresholding the result back to
   two levels would discard the restoration. ``CMYK`` and ``YCbCr`` images go through PIL's
   conversions to RGB and back, which are not exact inverses of each other.
-* EXIF orientation is not applied: outputs must align pixel for pixel with the stored inputs.
-  Call ``PIL.ImageOps.exif_transpose`` first if you want upright images.
+* 16-bit colour PNG files, which PIL would read as 8-bit, are read as uint16 ``H x W x 3``
+  (or ``x 4``) arrays: their results are uint16 arrays, written back as 16-bit PNG files.
+
+Photos are read as viewers show them (see :mod:`latent_ot.images._photo`): a PIL image or
+file whose EXIF orientation tag says it is stored turned is turned upright, and its tag set
+to 1 (``ImageSource(..., exif_orientation=False)`` reads the pixels as stored); results keep
+the input's ICC profile and EXIF data, which writing stores in JPEG, PNG, WebP and TIFF files.
+An animated or multi-page file (GIF, WebP, PNG, TIFF) is refused with an error naming its
+number of frames; a camera's MPO file (a JPEG with previews) reads as its first image.
 
 Directories contribute their image files (by extension: png, jpg, jpeg, bmp, tif, tiff, webp,
 ppm, pgm, pnm; hidden files are skipped), sorted by name, without recursing into
-subdirectories. Multi-frame files contribute their first frame.
+subdirectories.
 
 Folders of image files are transformed file by file by
 :func:`~latent_ot.images.folders.transform_files` (see :mod:`latent_ot.images.folders`, whose
 names are re-exported here): nothing lost, nothing half-written, inputs untouched.
 
 The tensor geometry that fits images to an autoencoder (``pad_to_multiple``, ``crop_to``,
-``batches_by_size``) lives beside the code that encodes, in :mod:`latent_ot.encoding`.
+``batches_by_size``) lives beside the code that encodes, in :mod:`latent_ot.pipeline.statistics`.
 """
 
 from ._files import IMAGE_EXTENSIONS

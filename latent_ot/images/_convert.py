@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..exceptions import ImageReadError
+from ._photo import carry_metadata
 
 _ACCEPTED_DTYPES = "uint8, uint16, float16, float32 or float64"
 _CHANNELS_EXPECTED = "expected 1, 3 or 4 (channels last for numpy, first for tensors)"
@@ -247,7 +248,7 @@ def _pil_from_pixels(unit: torch.Tensor, template: Image.Image) -> Image.Image:
         scale = 1.0 if mode == "F" else 65535.0
         values = _quantized(unit, gray=True, scale=scale)[0].cpu().numpy()
         data = values.astype(_NUMERIC_MODE_DTYPES[mode]).tobytes()
-        return Image.frombytes(mode, template.size, data)
+        return carry_metadata(Image.frombytes(mode, template.size, data), template)
     values = _quantized(unit, gray=mode in _GRAY_EIGHT_BIT_MODES, scale=255.0)
     values = values.cpu().numpy().transpose(1, 2, 0).astype(np.uint8)
     if _has_alpha(template):
@@ -257,7 +258,8 @@ def _pil_from_pixels(unit: torch.Tensor, template: Image.Image) -> Image.Image:
         values = values[..., 0]
     # Image.fromarray reads H x W, and 2, 3 or 4 channels, as L, LA, RGB or RGBA.
     image = Image.fromarray(np.ascontiguousarray(values))
-    return image.convert(mode) if mode in ("CMYK", "YCbCr") else image
+    image = image.convert(mode) if mode in ("CMYK", "YCbCr") else image
+    return carry_metadata(image, template)
 
 
 def stacked(outputs: list, *, empty_like: np.ndarray | torch.Tensor) -> Any:

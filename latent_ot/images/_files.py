@@ -11,6 +11,8 @@ from typing import Any
 from PIL import Image
 
 from ..exceptions import ImageReadError
+from ._photo import check_single_frame
+from ._png16 import SixteenBitColour, read_sixteen_bit_colour
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -39,8 +41,9 @@ def image_files_in(directory: Path, name: str) -> list[Path]:
     return files
 
 
-def read_image_file(path: Path, name: str) -> Image.Image:
-    """The decoded first frame of the image file ``path``, detached from the file."""
+def read_image_file(path: Path, name: str) -> Image.Image | SixteenBitColour:
+    """The decoded image of the file ``path``, detached from the file; refuses a file of
+    several frames."""
     if path.is_dir():
         raise ImageReadError(
             f"{name} is a directory; a directory is accepted only as the whole argument"
@@ -52,16 +55,28 @@ def read_image_file(path: Path, name: str) -> Image.Image:
             # PIL only warns below twice its limit; refuse those files as well.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
-                opened.load()
-                return opened.copy()  # survives closing the file, which multi-frame formats need
+                return decode(path, opened, name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(
             f"{name} has more pixels than PIL.Image.MAX_IMAGE_PIXELS "
             f"({Image.MAX_IMAGE_PIXELS}), PIL's guard against decompression bombs; if you trust "
             "this file, raise PIL.Image.MAX_IMAGE_PIXELS"
         ) from err
+    except ImageReadError:  # already says what is wrong with the file
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageReadError(f"{name} could not be read as an image: {err}") from err
+
+
+def decode(path: Path, opened: Image.Image, name: str) -> Image.Image | SixteenBitColour:
+    """The image of ``opened`` (``path``, opened by PIL), detached from the file: a PIL image,
+    or both halves of a 16-bit colour PNG's values."""
+    check_single_frame(opened, name)
+    deep = read_sixteen_bit_colour(path, opened)
+    if deep is not None:
+        return deep
+    opened.load()
+    return opened.copy()  # survives closing the file
 
 
 def file_not_found(path: Path, name: str) -> FileNotFoundError:

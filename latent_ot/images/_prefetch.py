@@ -39,6 +39,9 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
+from ._files import decode
+from ._png16 import SixteenBitColour
+
 __all__ = [
     "PREFETCH_DEPTH",
     "background_threads",
@@ -76,8 +79,8 @@ def is_file(element: Any) -> bool:
     return isinstance(element, (str, os.PathLike))
 
 
-def decode_file(path: str | os.PathLike) -> Image.Image | None:
-    """The decoded first frame of ``path``, or None where the main thread must read it itself.
+def decode_file(path: str | os.PathLike) -> Image.Image | SixteenBitColour | None:
+    """The decoded image of ``path``, or None where the main thread must read it itself.
 
     Safe on a worker thread: it changes no warning filter (``warnings.catch_warnings`` is
     process-wide). Files it cannot read, and files over PIL's pixel limit, which
@@ -90,8 +93,7 @@ def decode_file(path: str | os.PathLike) -> Image.Image | None:
             limit = Image.MAX_IMAGE_PIXELS
             if limit is not None and width * height > limit:
                 return None
-            opened.load()
-            return opened.copy()  # survives closing the file, as read_image_file's does
+            return decode(Path(path), opened, os.fspath(path))
     except Exception:  # the main thread's reading reports it, with the file's name
         return None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sized
+from collections.abc import Callable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from ._convert import (
     tensor_scale,
 )
 from ._files import file_label, file_not_found, image_files_in, read_image_file
+from ._photo import check_single_frame, upright
+from ._png16 import SixteenBitColour
 from ._prefetch import PREFETCH_DEPTH, read_ahead, take_prefetched
 
 __all__ = ["ImageItem", "ImageSource"]
@@ -50,6 +52,12 @@ class ImageItem:
         ``3 x H x W`` float32 values in [0, 1]; on the CPU, or on the device of an input tensor.
     name : str
         ``"images[3]"``, or the file path: used in every error message about this image.
+
+    Notes
+    -----
+    With ``exif_orientation`` (the default), a PIL image or file whose EXIF orientation tag
+    says it is stored turned is read upright: ``pixels``, outputs and :meth:`original` are
+    upright, and their EXIF orientation is 1.
 
     Examples
     --------
@@ -78,7 +86,9 @@ class ImageItem:
         -------
         PIL.Image.Image or numpy.ndarray or torch.Tensor
             The same kind, dtype, device, layout and mode as the input (a PIL image for a
-            path), following the conversion rules of :mod:`latent_ot.images`.
+            path, with the file's ICC profile and EXIF data in its ``info``; a uint16 array
+            for a 16-bit colour PNG), following the conversion rules of
+            :mod:`latent_ot.images`.
 
         Examples
         --------
@@ -90,7 +100,8 @@ class ImageItem:
         return pixels_as(self._clipped_output_pixels(pixels), self._source)
 
     def original(self) -> Any:
-        """Return a copy of the caller's image, bit for bit (a PIL image for a path).
+        """Return a copy of the caller's image, bit for bit (a PIL image for a path; upright,
+        as read, where its EXIF orientation was applied).
 
         Examples
         --------
@@ -143,11 +154,24 @@ class ImageSource:
         For a directory or a list (or tuple): image files decoded ahead on a worker thread,
         at most, while the caller works on the current image; 0 reads each file when it is
         reached. Images, their order and errors are the same either way.
+    exif_orientation : bool, default True
+        Turn PIL images and files upright as their EXIF orientation tag says, as viewers
+        show them (the tag is then 1). False reads the pixels as stored, so that results
+        align pixel for pixel with them.
+    on_unreadable : callable, optional
+        Called with ``(path, error)`` for a file that cannot be read as an image, which is
+        then left out and the others go on, as a folder run reports and skips such files.
+        None (the default): the error is raised. Outputs of a source that left files out
+        cannot be put back in its container by :meth:`collect`.
 
     Raises
     ------
     TypeError
         For an object of an unsupported kind or dtype.
+    latent_ot.exceptions.ImageReadError
+        While iterating, for a file or PIL image that is not one image: an animated or
+        multi-page file is refused, naming its number of frames (a camera's MPO file reads
+        as its photo, its first image).
     ValueError
         For an array or tensor of the wrong shape, or a directory without image files.
     FileNotFoundError
@@ -155,6 +179,7 @@ class ImageSource:
 
     Notes
     -----
+    An `ImageSource` given as ``images`` is used as it is, with its own name and options.
     Construction only inspects the container: images are decoded, and their values checked,
     while iterating. A one-shot iterator (a generator) can be iterated over only once, and is
     read one element at a time, never ahead.
@@ -171,10 +196,25 @@ class ImageSource:
     """
 
     def __init__(
-        self, images: Any, *, name: str = "images", prefetch: int = PREFETCH_DEPTH
+        self,
+        images: Any,
+        *,
+        name: str = "images",
+        prefetch: int = PREFETCH_DEPTH,
+        exif_orientation: bool = True,
+        on_unreadable: Callable[[Path, Exception], None] | None = None,
     ) -> None:
+        if isinstance(images, ImageSource):  # read as its maker asked: a caller's options win
+            self.__dict__.update(vars(images))
+            return
+        if not isinstance(exif_orientation, bool):
+            raise TypeError(f"exif_orientation must be True or False, got {exif_orientation!r}")
+        if on_unreadable is not None and not callable(on_unreadable):
+            raise TypeError(f"on_unreadable must be callable or None, got {on_unreadable!r}")
         self.name = name
         self.prefetch = check_int(prefetch, "prefetch", minimum=0)
+        self.exif_orientation = exif_orientation
+        self.on_unreadable = on_unreadable
         self._images = images
         self._files: list[Path] | None = None
         self._count: int | None = None
@@ -190,10 +230,12 @@ class ImageSource:
         # elements could be large, or have side effects, and are taken one at a time.
         ahead = self._files is not None or isinstance(self._images, (list, tuple))
         if self.prefetch and ahead:
-            yield from read_ahead(self._named_elements(), _read_item, self.prefetch)
-            return
-        for name, element in self._named_elements():
-            yield _read_item(element, name)
+            items = read_ahead(self._named_elements(), self._item, self.prefetch)
+        else:
+            items = (self._item(element, name) for name, element in self._named_elements())
+        for item in items:
+            if item is not None:  # None: an unreadable file, reported and left out
+                yield item
 
     def collect(self, outputs: list) -> Any:
         """Assemble per-image outputs in the input's container kind.
@@ -227,6 +269,16 @@ class ImageSource:
         if self._is_batch:
             return stacked(outputs, empty_like=self._images)
         return outputs
+
+    def _item(self, element: Any, name: str, decoded: Any = None) -> ImageItem | None:
+        """The item of one element; None for a file left out by ``on_unreadable``."""
+        try:
+            return _read_item(element, name, decoded, exif_orientation=self.exif_orientation)
+        except (OSError, ValueError) as err:  # ImageReadError is a ValueError
+            if self.on_unreadable is None or not isinstance(element, (str, os.PathLike)):
+                raise
+            self.on_unreadable(Path(element), err)
+            return None
 
     def _inspect(self) -> None:
         images, name = self._images, self.name
@@ -295,18 +347,30 @@ class ImageSource:
                 yield file_label(f"{self.name}[{index}]", element), element
 
 
-def _read_item(element: Any, name: str, decoded: Image.Image | None = None) -> ImageItem:
+def _read_item(
+    element: Any,
+    name: str,
+    decoded: Image.Image | SixteenBitColour | None = None,
+    *,
+    exif_orientation: bool = True,
+) -> ImageItem:
     """One element of a source as an `ImageItem`, its template the element (decoded if a path;
-    ``decoded``: the path's image, decoded ahead)."""
-    if isinstance(element, Image.Image):
-        return ImageItem(pil_pixels(element, name), name, element)
-    if isinstance(element, np.ndarray):
-        return ImageItem(array_pixels(element, name), name, element)
-    if isinstance(element, torch.Tensor):
-        return ImageItem(tensor_pixels(element, name), name, element)
+    ``decoded``: the path's image, decoded ahead), upright if ``exif_orientation``."""
     if isinstance(element, (str, os.PathLike)):
         image = decoded if decoded is not None else take_prefetched(element)
         if image is None:  # not decoded ahead, or could not be: read it now, errors and all
             image = read_image_file(Path(element), name)
+        if isinstance(image, SixteenBitColour):  # PIL has no 16-bit colour mode: an array
+            deep = image.upright() if exif_orientation else image
+            element = deep.array()
+        else:
+            element = image
+    if isinstance(element, Image.Image):
+        check_single_frame(element, name)
+        image = upright(element) if exif_orientation else element
         return ImageItem(pil_pixels(image, name), name, image)
+    if isinstance(element, np.ndarray):
+        return ImageItem(array_pixels(element, name), name, element)
+    if isinstance(element, torch.Tensor):
+        return ImageItem(tensor_pixels(element, name), name, element)
     raise TypeError(f"{name} is of type {describe(element)}; expected {_ACCEPTED_IMAGES}")

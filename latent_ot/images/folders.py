@@ -4,8 +4,9 @@ Used by the command line (``latent-ot transform``) and by distributed jobs, wher
 takes its share of the files (:func:`shard`). Every file is processed on its own: an
 unreadable image is reported with its reason and the others go on. Outputs keep the input's
 file name and format, are written to a temporary file and renamed into place (an interrupted
-run never leaves a partial output), and an output path that is one of the inputs is refused
-before anything is written.
+run never leaves a partial output; what a killed one left is removed when the next run
+starts, see :mod:`latent_ot._atomic`), with the permissions a plain write gives (the umask
+applies), and an output path that is one of the inputs is refused before anything is written.
 
 Reading and writing overlap the transform: while the callable works on one file, a worker
 thread decodes the next ones (when the callable reads its files through latent-ot) and
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,10 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
+from .._atomic import atomic_file, remove_stale_temporaries
 from ..validation import check_int
 from ._files import is_image_file
+from ._photo import metadata_save_options
+from ._png16 import png16_bytes
 from ._prefetch import PREFETCH_DEPTH, background_threads, files_read_ahead
 
 __all__ = ["FolderReport", "expand_inputs", "save_image_atomically", "shard", "transform_files"]
@@ -110,26 +114,55 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
     return list(items[rank::world_size])
 
 
-def save_image_atomically(image: Image.Image, path: str | os.PathLike, **save_options: Any) -> None:
+def save_image_atomically(
+    image: Image.Image | np.ndarray, path: str | os.PathLike, **save_options: Any
+) -> None:
     """Save ``image`` to ``path`` in the format its suffix names, never leaving a partial file.
 
     The image goes to a temporary file in the same directory, which is then renamed onto
-    ``path``; on any error the temporary file is removed and ``path`` is left as it was.
+    ``path`` (:func:`latent_ot._atomic.atomic_file`: the umask applies to its permissions);
+    on any error the temporary file is removed and ``path`` is left as it was. The ICC
+    profile and EXIF data in ``image.info`` are kept in JPEG, PNG, WebP and TIFF files (an
+    ``icc_profile`` or ``exif`` option replaces them). A uint16 ``H x W x 3`` or ``x 4``
+    array (a 16-bit colour PNG read by :class:`~latent_ot.images.ImageSource`) is written
+    as a 16-bit PNG file; ``icc_profile`` and ``exif`` are its only options.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> path = Path(tempfile.mkdtemp()) / "grey.png"
+    >>> save_image_atomically(Image.new("L", (3, 2), 128), path)
+    >>> Image.open(path).getpixel((0, 0))
+    128
     """
     path = Path(path)
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:
         raise ValueError(f"{path}: cannot tell an image format from the suffix {path.suffix!r}")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format=image_format, **save_options)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    if isinstance(image, np.ndarray):
+        data = _sixteen_bit_png(image, path, image_format, save_options)
+        with atomic_file(path) as stream:
+            stream.write(data)
+        return
+    options = metadata_save_options(image, image_format) | save_options
+    with atomic_file(path) as stream:
+        image.save(stream, format=image_format, **options)
+
+
+def _sixteen_bit_png(
+    values: np.ndarray, path: Path, image_format: str, options: dict[str, Any]
+) -> bytes:
+    if image_format != "PNG" or values.dtype != np.uint16 or values.ndim != 3:
+        raise ValueError(
+            f"{path}: an array is written only as a 16-bit colour PNG file (uint16, H x W x 3 "
+            f"or H x W x 4); got a {values.dtype} array of shape {values.shape} for a "
+            f"{image_format} file"
+        )
+    if values.shape[-1] not in (3, 4):
+        raise ValueError(f"{path}: a 16-bit PNG array has 3 or 4 channels, got {values.shape}")
+    return png16_bytes(values, icc_profile=options.get("icc_profile"), exif=options.get("exif"))
 
 
 def transform_files(
@@ -148,13 +181,16 @@ def transform_files(
     Parameters
     ----------
     transform : callable
-        Maps an input path to a PIL image of the same size, e.g. a fitted
-        ``LatentOTTransformer().transform``.
+        Maps an input path to a PIL image of the same size (or the uint16 array of a 16-bit
+        colour PNG), e.g. a fitted ``LatentOTTransformer().transform``.
     inputs : path, pattern, or iterable of them
         Files, directories and glob patterns (see :func:`expand_inputs`).
     output_dir : path
         Created if missing. Outputs keep their input's file name (and so its format): JPEG
-        at quality 95, PNG at zlib level :data:`PNG_COMPRESS_LEVEL`.
+        at quality 95, PNG at zlib level :data:`PNG_COMPRESS_LEVEL`, with the ICC profile
+        and EXIF data that ``transform`` put in the image's ``info`` (latent-ot's outputs
+        carry their input's). Temporaries that a killed run left for this run's outputs
+        are removed first.
     rank, world_size : int, default=0, 1
         Process only this rank's share of the files (see :func:`shard`).
     skip_existing : bool, default=False
@@ -193,6 +229,8 @@ def transform_files(
     _check_outputs(outputs)
     output_dir.mkdir(parents=True, exist_ok=True)
     share = shard(files, rank, world_size)
+    # This run's own outputs only: ranks sharing the folder never touch each other's files.
+    remove_stale_temporaries(output_dir, [outputs[path].name for path in share])
     return _transform_share(transform, share, outputs, skip_existing, on_file, prefetch)
 
 
@@ -261,9 +299,12 @@ def _written(
     return writer.submit(_save, image, path, output)
 
 
-def _save(image: Image.Image, path: Path, output: Path) -> _Outcome:
+def _save(image: Image.Image | np.ndarray, path: Path, output: Path) -> _Outcome:
     try:
-        save_image_atomically(image, output, **_save_options(path))
+        options = _save_options(path)
+        if isinstance(image, np.ndarray):  # 16-bit colour: the profile is still the input's
+            options = _icc_profile_of(path)
+        save_image_atomically(image, output, **options)
     except (OSError, ValueError, TypeError) as err:
         return "failed", (path, f"{type(err).__name__}: {err}")
     return "written", output
@@ -306,13 +347,19 @@ def _check_outputs(outputs: dict[Path, Path]) -> None:
         by_output[output] = path
 
 
+def _icc_profile_of(path: Path) -> dict[str, Any]:
+    with Image.open(path) as opened:  # the header only: a PNG's iCCP comes before its pixels
+        profile = opened.info.get("icc_profile")
+    return {"icc_profile": profile} if profile else {}
+
+
 def _save_options(path: Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     if suffix in (".jpg", ".jpeg"):
         # Re-encoding a JPEG at PIL's default quality 75 would add visible artefacts.
         return {"quality": 95}
     if suffix == ".png":
-        # zlib's level 1, not PIL's 6: for photos, files hardly larger and written several
-        # times faster (benchmarks/README.md, folder throughput).
+        # zlib's level 1, not PIL's 6: for photos, files hardly larger and written much
+        # faster, which keeps writing from slowing a folder run down.
         return {"compress_level": PNG_COMPRESS_LEVEL}
     return {}

@@ -12,9 +12,10 @@ Perceptual quality, between the distributions of two image sets (unpaired):
 - `latent_w2`: the W2 distance between the Gaussians of latent patches that the transport of
   this package fits, i.e. what it minimises.
 
-`evaluate` computes a table of several of them at once.
+`evaluate` computes a table of several of them at once; an `Evaluator` measures the
+references once for several image sets (a sweep of alphas).
 
-Images are anything `latent_ot.io.ImageSource` accepts: a ``N x 3 x H x W`` float tensor in
+Images are anything `latent_ot.images.ImageSource` accepts: a ``N x 3 x H x W`` float tensor in
 [0, 1], a list of ``3 x H x W`` tensors of different sizes, PIL images, numpy arrays, paths,
 a directory. Every metric reads pixels in [0, 1]: PSNR's peak is 1 (the same as 255 on uint8
 pixels), and the networks receive ``N x 3 x H x W`` float batches in [0, 1].
@@ -37,21 +38,26 @@ inside it if it expects another range. The default
 networks run on ``device``. Same-size images are batched together, ``batch_size`` at a time.
 """
 
+from .artifacts import latent_grid_score
 from .distortion import lpips, psnr, ssim
 from .distribution import fid, inception_score, kid, patch_fid
 from .evaluate import DEFAULT_METRICS as _DEFAULT_METRICS
 from .evaluate import METRICS as _METRICS
-from .evaluate import evaluate
-from .latent import latent_w2
+from .evaluate import Evaluator, evaluate
+from .latent import DEFAULT_LATENT_PATCH_SIZE, latent_w2, latent_w2_label
 
 __all__ = [
+    "DEFAULT_LATENT_PATCH_SIZE",
     "DEFAULT_METRICS",
     "METRICS",
+    "Evaluator",
     "evaluate",
     "fid",
     "inception_score",
     "kid",
+    "latent_grid_score",
     "latent_w2",
+    "latent_w2_label",
     "lpips",
     "patch_fid",
     "psnr",

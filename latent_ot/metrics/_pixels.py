@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..encoding import batches_by_size
-from ..io import ImageSource
+from ..images import ImageSource
+from ..pipeline.statistics import batches_by_size
 
 
 def named_pixels(images: Any, name: str) -> Iterator[tuple[str, Tensor]]:

@@ -16,7 +16,7 @@ import torch
 from sklearn.utils import check_random_state
 from torch import Tensor, nn
 
-from ..io import ImageSource
+from ..images import ImageSource
 from ..validation import check_int
 from .networks import _extract_features, _extractor, _image_features
 
@@ -381,9 +381,17 @@ def patch_fid(
         crops_per_image = check_int(crops_per_image, "crops_per_image")
     batch_size = check_int(batch_size, "batch_size")
     extractor = _extractor(feature_extractor, device, "patch_fid")
-    rng = check_random_state(random_state)
     features, reference_features = (
-        _crop_features(source, name, extractor, crop_size, crops_per_image, rng, batch_size)
+        # A generator per set: an int seed puts the crops of equal-size images at the same places.
+        _crop_features(
+            source,
+            name,
+            extractor,
+            crop_size,
+            crops_per_image,
+            check_random_state(random_state),
+            batch_size,
+        )
         for source, name in ((images, "images"), (reference, "reference"))
     )
     return _frechet_distance(features, reference_features, "patch_fid", "crops")

@@ -1,4 +1,4 @@
-"""`evaluate`: a table of several metrics at once, each network run once per image."""
+"""`evaluate` and `Evaluator`: a table of several metrics at once, the images streamed."""
 
 from __future__ import annotations
 
@@ -6,20 +6,30 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from sklearn.utils import check_random_state
+from tqdm.auto import tqdm
 
 from ..devices import resolve_device
 from ..exceptions import MetricSkippedWarning, first_line
-from ..validation import check_int
-from .distortion import _lpips_scorer, _paired_scores, _psnr_pair, _ssim_pair
+from ..validation import check_bool, check_int
+from ._pixels import named_pixels, pairs
+from .distortion import _lpips_scorer, _psnr_pair, _ssim_pair
 from .distribution import (
+    _crop_features,
     _frechet_distance,
     _inception_score,
     _kernel_distance,
-    _set_features,
-    patch_fid,
 )
-from .latent import latent_w2
+from .latent import (
+    DEFAULT_LATENT_PATCH_SIZE,
+    _distance,
+    _enough,
+    _image_stats,
+    _set_stats,
+    resolve_autoencoder,
+)
 from .networks import (
     _extractor,
     _image_features,
@@ -28,7 +38,7 @@ from .networks import (
     _require_torchmetrics,
 )
 
-__all__ = ["DEFAULT_METRICS", "METRICS", "evaluate"]
+__all__ = ["DEFAULT_METRICS", "METRICS", "Evaluator", "evaluate"]
 
 # Every metric name evaluate knows, and those it computes when none are named (documented
 # where latent_ot.metrics re-exports them).
@@ -95,27 +105,214 @@ class _EvaluationNetworks:
             if self.named:
                 raise
             for metric in needed_by:
-                # stacklevel 3: the caller of evaluate, which called this method.
+                # stacklevel 3: the caller of Evaluator, which called this method.
                 warnings.warn(_skipped(metric, err, argument), stacklevel=3)
                 self.requested.remove(metric)
             return None
 
 
-def _feature_metrics(
-    images: Any, reference: Any, requested: list[str], extractor: Any, batch_size: int, seed: Any
-) -> dict[str, float]:
-    """fid and kid, from one pass of the feature extractor over each set."""
-    if "fid" not in requested and "kid" not in requested:
-        return {}
-    features, reference_features = _set_features(images, reference, extractor, batch_size)
-    results = {}
-    if "fid" in requested:
-        results["fid"] = _frechet_distance(features, reference_features, "fid", "images")
-    if "kid" in requested:
-        results["kid"] = _kernel_distance(
-            features, reference_features, subsets=100, subset_size=None, degree=3, random_state=seed
+class Evaluator:
+    """Metrics of image sets against one reference set, whose own measures are taken once.
+
+    What belongs to the reference alone (the statistics of its latent patches, its network
+    features and crop features) is computed on the first call and kept; each call then
+    streams its images: every pair is read once, scored (psnr, ssim, lpips) and encoded into
+    running latent statistics (`latent_ot.stats.GaussianStats`, merged exactly), so memory
+    holds one image pair plus what is accumulated. This is how `evaluate` works, and what a
+    sweep of alphas measured against the same references uses.
+
+    Parameters
+    ----------
+    reference : images
+        The clean references (see `evaluate`).
+    verbose : bool, default False
+        Show progress bars: the encoding of the references, and the images of each call
+        (unless the call passes its own ``progress``).
+    **options
+        Every other keyword of `evaluate` (metrics, networks, autoencoder, patch_size, ...).
+        Networks are built, and metrics whose default network is unavailable are skipped
+        with a `latent_ot.exceptions.MetricSkippedWarning`, when the evaluator is created.
+
+    Attributes
+    ----------
+    metrics : list of str
+        The metrics each call computes, in order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from latent_ot.metrics import psnr
+    >>> reference = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> evaluator = Evaluator(reference, metrics=["psnr", "latent_w2"], autoencoder="pixel",
+    ...                       patch_size=1)
+    >>> [round(evaluator(reference * s)["psnr"], 2) for s in (0.9, 0.8)] == [
+    ...     round(psnr(reference * s, reference), 2) for s in (0.9, 0.8)]
+    True
+    """
+
+    def __init__(
+        self,
+        reference: Any,
+        *,
+        metrics: Sequence[str] | None = None,
+        feature_extractor: Callable | None = None,
+        classifier: Callable | None = None,
+        lpips_net: str | Callable | None = None,
+        autoencoder: Any = None,
+        patch_size: int = DEFAULT_LATENT_PATCH_SIZE,
+        crop_size: int = 64,
+        crops_per_image: int | None = None,
+        batch_size: int = 16,
+        device: str | torch.device = "auto",
+        random_state: Any = None,
+        verbose: bool = False,
+    ) -> None:
+        requested, named = _requested_metrics(metrics, autoencoder)
+        self.batch_size = check_int(batch_size, "batch_size")
+        self.patch_size = check_int(patch_size, "patch_size")
+        self.crop_size = check_int(crop_size, "crop_size")
+        self.crops_per_image = (
+            None if crops_per_image is None else check_int(crops_per_image, "crops_per_image")
         )
-    return results
+        self.random_state = random_state
+        self.verbose = check_bool(verbose, "verbose")
+        self.reference = reference
+        device = resolve_device(device)
+        if "psnr" in requested or "ssim" in requested:
+            _require_torchmetrics()
+        networks = _EvaluationNetworks(requested, named)
+        self._lpips = networks.build(
+            ["lpips"], "lpips_net", lambda: _lpips_scorer(lpips_net, None, device)
+        )
+        self._extractor = networks.build(
+            ["fid", "kid", "patch_fid"],
+            "feature_extractor",
+            lambda: _extractor(feature_extractor, device, "fid, kid and patch_fid"),
+        )
+        self._classifier = networks.build(
+            ["is"],
+            "classifier",
+            lambda: _extractor(classifier, device, "inception_score", argument="classifier"),
+        )
+        self._autoencoder = None
+        if "latent_w2" in requested:
+            self._autoencoder = resolve_autoencoder(autoencoder, device)
+        self.metrics = requested
+        self._measured: dict[str, Any] | None = None
+
+    def __call__(
+        self, images: Any, *, progress: Callable[[], Any] | None = None
+    ) -> dict[str, float]:
+        """The metrics of ``images`` against the reference, in the order of `metrics`.
+
+        ``progress`` is called once per image measured (such as a ``tqdm`` bar's
+        ``update``).
+        """
+        reference = self._reference_measures()
+        bar = None
+        if progress is None:
+            bar = tqdm(desc="measuring", unit="img", disable=not self.verbose)
+            progress = bar.update
+        try:
+            results = self._streamed(images, reference, progress)
+        finally:
+            if bar is not None:
+                bar.close()
+        results |= self._feature_metrics(images, reference)
+        return {metric: results[metric] for metric in self.metrics}
+
+    def _reference_measures(self) -> dict[str, Any]:
+        """What the metrics need of the reference alone, computed on the first call."""
+        if self._measured is not None:
+            return self._measured
+        measured: dict[str, Any] = {}
+        if self._autoencoder is not None:
+            measured["latent"] = _set_stats(
+                self.reference,
+                "reference",
+                self._autoencoder,
+                self.patch_size,
+                verbose=self.verbose,
+            )
+        if "fid" in self.metrics or "kid" in self.metrics:
+            measured["features"] = _image_features(
+                self.reference, "reference", self._extractor, "feature_extractor", self.batch_size
+            )
+        if "patch_fid" in self.metrics:
+            measured["crops"] = self._crop_features(self.reference, "reference")
+        self._measured = measured
+        return measured
+
+    def _crop_features(self, images: Any, name: str) -> Any:
+        rng = check_random_state(self.random_state)
+        return _crop_features(
+            images,
+            name,
+            self._extractor,
+            self.crop_size,
+            self.crops_per_image,
+            rng,
+            self.batch_size,
+        )
+
+    def _streamed(
+        self, images: Any, reference: dict[str, Any], progress: Callable[[], Any]
+    ) -> dict[str, float]:
+        """Paired scores and latent statistics, in one pass over the images."""
+        scorers = {"psnr": _psnr_pair, "ssim": _ssim_pair, "lpips": self._lpips}
+        scorers = {metric: scorers[metric] for metric in _PAIRED_METRICS if metric in self.metrics}
+        if not scorers and self._autoencoder is None:
+            return {}
+        if scorers:
+            stream = pairs(images, self.reference)
+        else:
+            stream = ((name, image, None) for name, image in named_pixels(images, "images"))
+        scores: dict[str, list[float]] = {metric: [] for metric in scorers}
+        latent = None
+        for name, image, target in stream:
+            for metric, score in scorers.items():
+                scores[metric].append(score(image, target, name))
+            if self._autoencoder is not None:
+                stats = _image_stats(image, name, self._autoencoder, self.patch_size)
+                latent = stats if latent is None else latent.merge(stats)
+            progress()
+        results = {metric: float(np.mean(values)) for metric, values in scores.items()}
+        if self._autoencoder is not None:
+            if latent is None:
+                raise ValueError("images is empty: expected at least one image")
+            results["latent_w2"] = _distance(_enough(latent, "images"), reference["latent"])
+        return results
+
+    def _feature_metrics(self, images: Any, reference: dict[str, Any]) -> dict[str, float]:
+        """fid and kid from one pass of the feature extractor, patch_fid and is."""
+        results: dict[str, float] = {}
+        if "fid" in self.metrics or "kid" in self.metrics:
+            features = _image_features(
+                images, "images", self._extractor, "feature_extractor", self.batch_size
+            )
+            if "fid" in self.metrics:
+                results["fid"] = _frechet_distance(features, reference["features"], "fid", "images")
+            if "kid" in self.metrics:
+                results["kid"] = _kernel_distance(
+                    features,
+                    reference["features"],
+                    subsets=100,
+                    subset_size=None,
+                    degree=3,
+                    random_state=self.random_state,
+                )
+        if "patch_fid" in self.metrics:
+            crops = self._crop_features(images, "images")
+            results["patch_fid"] = _frechet_distance(
+                crops, reference["crops"], "patch_fid", "crops"
+            )
+        if "is" in self.metrics:
+            logits = _image_features(
+                images, "images", self._classifier, "classifier", self.batch_size
+            )
+            splits = min(10, max(1, len(logits) // _IS_SPLIT_SIZE))
+            results["is"] = _inception_score(logits, splits=splits, random_state=self.random_state)
+        return results
 
 
 def evaluate(
@@ -127,24 +324,28 @@ def evaluate(
     classifier: Callable | None = None,
     lpips_net: str | Callable | None = None,
     autoencoder: Any = None,
-    patch_size: int = 3,
+    patch_size: int = DEFAULT_LATENT_PATCH_SIZE,
     crop_size: int = 64,
     crops_per_image: int | None = None,
     batch_size: int = 16,
     device: str | torch.device = "auto",
     random_state: Any = None,
+    verbose: bool = False,
 ) -> dict[str, float]:
     """A table of metrics of restored images against their references, in one call.
 
     Paired metrics (psnr, ssim, lpips) compare ``images[i]`` with ``reference[i]``; the
-    others compare the two sets as distributions. Each network runs once per image: fid and
-    kid share one pass of ``feature_extractor``.
+    others compare the two sets as distributions. The images are streamed: each pair is read
+    once for the paired metrics and the latent statistics, so memory holds one pair plus
+    running statistics; fid and kid share one pass of ``feature_extractor``. To measure
+    several image sets against the same references (a sweep of alphas), an `Evaluator`
+    measures the references once.
 
     Parameters
     ----------
     images, reference : images
-        Restored images and their clean references. Iterated several times: pass a list,
-        a batch or a directory rather than a generator.
+        Restored images and their clean references. Iterated several times when network
+        metrics are asked for: pass a list, a batch or a directory rather than a generator.
     metrics : sequence of str, optional
         Names from `METRICS`: "psnr", "ssim", "lpips", "fid", "kid", "is", "patch_fid",
         "latent_w2". Named metrics fail loudly when their default network is unavailable.
@@ -161,8 +362,9 @@ def evaluate(
         For lpips (see `lpips`, argument ``net``).
     autoencoder : optional
         For latent_w2 (see `latent_w2`).
-    patch_size : int, default 3
-        Latent patch size of latent_w2.
+    patch_size : int, default DEFAULT_LATENT_PATCH_SIZE (1)
+        Latent patch size of latent_w2. To measure what an operator closes, pass its
+        ``patch_size_`` (and its autoencoder, ``operator.vae``).
     crop_size, crops_per_image : optional
         Crops of patch_fid (see `patch_fid`).
     batch_size : int, default 16
@@ -171,6 +373,8 @@ def evaluate(
     random_state : int, RandomState instance or None, default None
         Seeds kid's subsets, the is shuffle and random patch_fid crops. Pass an int to compare
         tables, for instance along a sweep of alphas.
+    verbose : bool, default False
+        Show progress bars (tqdm): the references encoded, the images measured.
 
     Returns
     -------
@@ -190,48 +394,28 @@ def evaluate(
     >>> sorted(table)
     ['fid', 'psnr']
     """
-    requested, named = _requested_metrics(metrics, autoencoder)
-    batch_size = check_int(batch_size, "batch_size")
-    device = resolve_device(device)
-    _require_torchmetrics()
-    networks = _EvaluationNetworks(requested, named)
-    lpips_scorer = networks.build(
-        ["lpips"], "lpips_net", lambda: _lpips_scorer(lpips_net, None, device)
-    )
-    extractor = networks.build(
-        ["fid", "kid", "patch_fid"],
-        "feature_extractor",
-        lambda: _extractor(feature_extractor, device, "fid, kid and patch_fid"),
-    )
-    inception = networks.build(
-        ["is"],
-        "classifier",
-        lambda: _extractor(classifier, device, "inception_score", argument="classifier"),
-    )
-
-    results: dict[str, float] = {}
-    scorers = {"psnr": _psnr_pair, "ssim": _ssim_pair, "lpips": lpips_scorer}
-    scorers = {metric: scorers[metric] for metric in _PAIRED_METRICS if metric in requested}
-    if scorers:
-        for metric, scores in _paired_scores(images, reference, scorers).items():
-            results[metric] = float(scores.mean())
-    results |= _feature_metrics(images, reference, requested, extractor, batch_size, random_state)
-    if "patch_fid" in requested:
-        results["patch_fid"] = patch_fid(
-            images,
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluator = Evaluator(
             reference,
+            metrics=metrics,
+            feature_extractor=feature_extractor,
+            classifier=classifier,
+            lpips_net=lpips_net,
+            autoencoder=autoencoder,
+            patch_size=patch_size,
             crop_size=crop_size,
             crops_per_image=crops_per_image,
-            feature_extractor=extractor,
             batch_size=batch_size,
+            device=device,
             random_state=random_state,
+            verbose=verbose,
         )
-    if "is" in requested:
-        logits = _image_features(images, "images", inception, "classifier", batch_size)
-        splits = min(10, max(1, len(logits) // _IS_SPLIT_SIZE))
-        results["is"] = _inception_score(logits, splits=splits, random_state=random_state)
-    if "latent_w2" in requested:
-        results["latent_w2"] = latent_w2(
-            images, reference, autoencoder, patch_size=patch_size, device=device
-        )
-    return {metric: results[metric] for metric in requested}
+    for warning in caught:  # a skipped metric points at the caller of evaluate
+        if isinstance(warning.message, MetricSkippedWarning):
+            warnings.warn(warning.message, stacklevel=2)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return evaluator(images)

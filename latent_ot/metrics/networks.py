@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..devices import resolve_device
-from ..encoding import batch_name
 from ..exceptions import first_line
+from ..pipeline.statistics import batch_name
 from ._pixels import named_pixels, same_size_batches
 
 __all__: list[str] = []
@@ -67,7 +67,7 @@ def _require_torchmetrics() -> None:
         "torchmetrics",
         "torchmetrics",
         "latent_ot.metrics",
-        "torchmetrics is a dependency of latent-ot: reinstall it (pip install torchmetrics)",
+        _METRICS_EXTRA,  # optional: the metrics extra installs it
     )
 
 

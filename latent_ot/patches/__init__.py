@@ -18,13 +18,13 @@ patch's top-left corner.
 
 from ._extract import extract_patches, iter_patch_chunks, patch_dim
 from ._fold import fold_patches, gaussian_window
-from ._transport import transport_patches
+from ._map import map_patches
 
 __all__ = [
     "extract_patches",
     "fold_patches",
     "gaussian_window",
     "iter_patch_chunks",
+    "map_patches",
     "patch_dim",
-    "transport_patches",
 ]

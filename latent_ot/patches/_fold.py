@@ -1,7 +1,7 @@
 """Folding patch matrices back onto latents: window weights, pixel coverage and averaging.
 
 Every latent pixel becomes the (optionally window-weighted) mean of the values that the
-patches covering it give it; :func:`transport_patches` reuses these pieces chunk by
+patches covering it give it; :func:`map_patches` reuses these pieces chunk by
 chunk.
 """
 

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 from ..autoencoders import Autoencoder, load_autoencoder
 from ..devices import resolve_device
-from ..encoding import (
+from ..images import ImageSource
+from ..memory import reusing_freed_memory
+from ..pipeline.statistics import (
     check_latent_fits_patch,
     encode_padded,
     image_batches,
@@ -20,8 +22,6 @@ from ..encoding import (
     patch_stats,
     stack_pixels,
 )
-from ..io import ImageSource
-from ..memory import reusing_freed_memory
 from ..stats import GaussianStats
 from ..validation import check_int
 from ._prior import NaturalPrior
@@ -104,7 +104,7 @@ def build_prior(
     Parameters
     ----------
     images : images
-        Natural photos, anything :class:`~latent_ot.io.ImageSource` accepts (a directory, a
+        Natural photos, anything :class:`~latent_ot.images.ImageSource` accepts (a directory, a
         list of paths, arrays, ...). Their content matters little; their sharpness at the
         scale of use does. A list or a directory can be read once per scale; an iterator is
         read into memory first.
@@ -170,4 +170,5 @@ def build_prior(
         sides=MappingProxyType(sides),
         n_images=MappingProxyType(counts),
         description=description,
+        fingerprint=autoencoder.fingerprint(),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping
@@ -13,7 +14,9 @@ from typing import Any
 
 import torch
 
-from ..exceptions import OperatorFileError
+from ..exceptions import IncompatibleAutoencoderError
+from ..file_contents import SYMMETRY_RTOL, prior_key, symmetric_from_upper, upper_triangle
+from ..provenance import check_same_autoencoder
 from ..serialization import read_operator, write_operator
 from ..stats import GaussianStats
 
@@ -52,6 +55,10 @@ class NaturalPrior:
         ``scale`` to the number of photos.
     description : str
         Where the photos came from.
+    fingerprint : str or None
+        The sha256 of the autoencoder's weights (:meth:`Autoencoder.fingerprint
+        <latent_ot.autoencoders.Autoencoder.fingerprint>`), checked by
+        :meth:`check_autoencoder`; None: not recorded, not checked.
 
     Examples
     --------
@@ -69,6 +76,14 @@ class NaturalPrior:
     sides: Mapping[int, float]
     n_images: Mapping[int, int]
     description: str = field(default="")
+    fingerprint: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        for key, stats in self.stats.items():
+            if stats.count < 2:
+                raise ValueError(
+                    f"stats[{key}] holds {stats.count} vector(s): a covariance needs at least 2"
+                )
 
     @property
     def scales(self) -> tuple[int, ...]:
@@ -112,21 +127,80 @@ class NaturalPrior:
             chosen = min(self.scales, key=lambda named: abs(math.log(named / scale)))
         return self.stats[(chosen, patch_size)].copy(), chosen
 
+    def at_scale(self, side: float) -> NaturalPrior:
+        """This prior with one scale only: the one nearest to ``side`` pixels (long side).
+
+        ``fit`` then uses that scale whatever the size of the restored images; crops cut at
+        full resolution from large photos call for it, since their texture is that of the
+        photos, not of images of the crops' size.
+
+        Examples
+        --------
+        >>> import torch
+        >>> stats = GaussianStats.from_samples(torch.randn(100, 4, dtype=torch.float64))
+        >>> prior = NaturalPrior(
+        ...     "pixel", 4, 1, {(256, 1): stats, (1024, 1): stats}, {256: 200.0, 1024: 800.0},
+        ...     {256: 3, 1024: 3})
+        >>> prior.at_scale(900).scales
+        (1024,)
+        """
+        if not (isinstance(side, int | float) and not isinstance(side, bool) and side > 0):
+            raise ValueError(f"side must be a positive number of pixels, got {side!r}")
+        chosen = min(self.scales, key=lambda scale: abs(math.log(scale / side)))
+        return dataclasses.replace(
+            self,
+            stats=MappingProxyType({k: v for k, v in self.stats.items() if k[0] == chosen}),
+            sides=MappingProxyType({chosen: self.sides[chosen]}),
+            n_images=MappingProxyType({chosen: self.n_images[chosen]}),
+        )
+
+    def __reduce__(self) -> tuple:
+        # Read-only mappings do not pickle (nor deep-copy, as scikit-learn's clone does);
+        # plain copies do, and are made read-only again on the way in.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("stats", "sides", "n_images"):
+            values[name] = dict(values[name])
+        return (_unpickle_prior, (values,))
+
     def check_matches(self, latent_channels: int, factor: int, name: str) -> None:
         """Raise ``ValueError`` unless the prior was built with such an autoencoder."""
         if (latent_channels, factor) != (self.latent_channels, self.factor):
-            raise ValueError(
+            raise IncompatibleAutoencoderError(
                 f"prior: it was built with {self.autoencoder} ({self.latent_channels} latent "
                 f"channels, factor {self.factor}), but the autoencoder {name} has "
                 f"{latent_channels} channels and factor {factor}; build a prior with this "
                 "autoencoder (latent_ot.priors.build_prior) or pass natural images"
             )
 
+    def check_autoencoder(self, autoencoder: Any, *, check_fingerprint: bool = True) -> None:
+        """Raise unless the prior was built with ``autoencoder``: same latent channels and
+        factor, and (unless ``check_fingerprint=False``, or the prior records none) the same
+        weights, by their fingerprint.
+
+        Raises
+        ------
+        IncompatibleAutoencoderError
+            Naming both autoencoders (a ``ValueError``).
+
+        Examples
+        --------
+        >>> from latent_ot.autoencoders import load_autoencoder
+        >>> builtin_prior("taef2").check_autoencoder(load_autoencoder("taef2"))
+        """
+        self.check_matches(autoencoder.latent_channels, autoencoder.factor, autoencoder.name)
+        if check_fingerprint and self.fingerprint is not None:
+            recorded = {"name": self.autoencoder, "fingerprint": self.fingerprint}
+            check_same_autoencoder(
+                recorded, autoencoder, what="this prior", override="check_autoencoder=False"
+            )
+
     def save(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float64) -> None:
         """Write the prior to a safe file (safetensors + checksummed JSON, no code).
 
-        Each scatter matrix is symmetric and stored as its upper triangle, which halves the
-        file and loses nothing.
+        Each scatter matrix is stored as its upper triangle, which halves the file: a
+        symmetric one round-trips exactly. One whose asymmetry is within round-off
+        (:data:`~latent_ot.file_contents.SYMMETRY_RTOL` of its largest entry) is stored as
+        its symmetric part ``(S + S^T) / 2``; a larger asymmetry raises ``ValueError``.
 
         Parameters
         ----------
@@ -141,9 +215,11 @@ class NaturalPrior:
             raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
         tensors, counts = {}, {}
         for (scale, patch_size), stats in self.stats.items():
-            key = f"s{scale}.p{patch_size}"
+            key = prior_key(scale, patch_size)
             tensors[f"{key}.mean"] = stats.mean.to(dtype)
-            tensors[f"{key}.scatter"] = _upper_triangle(stats.scatter).to(dtype)
+            tensors[f"{key}.scatter"] = upper_triangle(
+                _symmetric(stats.scatter, (scale, patch_size))
+            ).to(dtype)
             counts[key] = stats.count
         metadata = {
             "kind": _KIND,
@@ -155,19 +231,34 @@ class NaturalPrior:
             "n_images": {str(scale): n for scale, n in self.n_images.items()},
             "description": self.description,
         }
+        if self.fingerprint is not None:
+            metadata["autoencoder_fingerprint"] = self.fingerprint
         write_operator(path, tensors, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> NaturalPrior:
-        """Read a prior written by :meth:`save`; nothing in the file is executed."""
-        tensors, metadata = read_operator(path, expected_kind=_KIND)
+    def load(cls, path: str | os.PathLike, *, sha256: str | None = None) -> NaturalPrior:
+        """Read a prior written by :meth:`save`; nothing in the file is executed.
+
+        Its contents are checked (see :mod:`latent_ot.file_contents`): statistics of at
+        least 2 vectors, finite, of the shapes the latent channels imply, symmetric positive
+        semi-definite scatters, every scale with statistics for the same patch sizes.
+        ``sha256``, the digest of the whole file as published, pins the file (see
+        :func:`~latent_ot.serialization.read_operator`).
+
+        Raises
+        ------
+        OperatorFileError
+            If the file is not a prior, is damaged, its contents are not valid, or its
+            sha256 is not ``sha256``.
+        """
+        tensors, metadata = read_operator(path, expected_kind=_KIND, sha256=sha256)
         stats = {}
         for key, count in metadata["counts"].items():
             scale, patch_size = (int(part[1:]) for part in key.split("."))
             mean = tensors[f"{key}.mean"].double()
             scatter = tensors[f"{key}.scatter"].double()
             if scatter.ndim == 1:  # the upper triangle that save writes
-                scatter = _symmetric_from_upper(scatter, mean.shape[0])
+                scatter = symmetric_from_upper(scatter, mean.shape[0])
             stats[(scale, patch_size)] = GaussianStats.from_state(count, mean, scatter)
         return cls(
             autoencoder=metadata["autoencoder"],
@@ -177,26 +268,27 @@ class NaturalPrior:
             sides=_by_scale(metadata["sides"]),
             n_images=_by_scale(metadata["n_images"]),
             description=metadata["description"],
+            fingerprint=metadata.get("autoencoder_fingerprint"),
         )
 
 
-def _upper_triangle(matrix: torch.Tensor) -> torch.Tensor:
-    rows, columns = torch.triu_indices(*matrix.shape)
-    return matrix[rows, columns]
-
-
-def _symmetric_from_upper(values: torch.Tensor, size: int) -> torch.Tensor:
-    """The symmetric ``size x size`` matrix whose upper triangle, row by row, is ``values``."""
-    if values.numel() != size * (size + 1) // 2:
-        raise OperatorFileError(
-            f"a scatter matrix of the prior holds {values.numel()} values; its mean has {size} "
-            f"entries, so {size * (size + 1) // 2} were expected"
+def _symmetric(scatter: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    """``scatter`` if symmetric, its symmetric part if only round-off breaks the symmetry."""
+    if torch.equal(scatter, scatter.mT):
+        return scatter
+    asymmetry = float((scatter - scatter.mT).abs().max())
+    if asymmetry > SYMMETRY_RTOL * float(scatter.abs().max()):
+        raise ValueError(
+            f"stats[{key}]: its scatter matrix is not symmetric (max asymmetry "
+            f"{asymmetry:.1e}); a prior holds symmetric scatter matrices"
         )
-    matrix = values.new_zeros(size, size)
-    rows, columns = torch.triu_indices(size, size)
-    matrix[rows, columns] = values
-    matrix[columns, rows] = values
-    return matrix
+    return (scatter + scatter.mT) / 2
+
+
+def _unpickle_prior(values: dict[str, Any]) -> NaturalPrior:
+    for name in ("stats", "sides", "n_images"):
+        values[name] = MappingProxyType(values[name])
+    return NaturalPrior(**values)
 
 
 def _by_scale(values: dict[str, Any]) -> Mapping[int, Any]:

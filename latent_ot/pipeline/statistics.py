@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .images import ImageItem, ImageSource
-from .patches import iter_patch_chunks, patch_dim
-from .stats import GaussianStats
+from ..autoencoders import reporting_tiles
+from ..images import ImageItem, ImageSource
+from ..patches import iter_patch_chunks, patch_dim
+from ..stats import GaussianStats
 
 __all__ = [
     "DEFAULT_PATCH_CHUNK_SIZE",
@@ -192,18 +193,20 @@ def crop_to(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def image_batches(
     images: Any, batch_size: int, *, name: str = "images", verbose: bool = False, desc: str = ""
 ) -> Iterator[ImageBatch]:
-    """Batches of equal-size images from anything :class:`~latent_ot.io.ImageSource` accepts.
+    """Batches of equal-size images from anything :class:`~latent_ot.images.ImageSource` accepts.
 
     Parameters
     ----------
     images : images or ImageSource
-        Any accepted kind (see :mod:`latent_ot.io`), or a source already built.
+        Any accepted kind (see :mod:`latent_ot.images`), or a source already built.
     batch_size : int
         Images per batch at most.
     name : str, default "images"
         What error messages call the set.
     verbose : bool, default False
-        Show a progress bar (tqdm) over the images, described by ``desc``.
+        Show a progress bar (tqdm), described by ``desc``, that counts the images of a batch
+        once the caller is done with it (asks for the next one), and one over the tiles of
+        an image the autoencoder runs in tiles.
 
     Yields
     ------
@@ -211,8 +214,35 @@ def image_batches(
         Each image with its index in the set.
     """
     source = images if isinstance(images, ImageSource) else ImageSource(images, name=name)
-    progress = tqdm(source, desc=desc or name, unit="img", disable=not verbose)
-    return batches_by_size(enumerate(progress), batch_size, pixels=lambda entry: entry[1].pixels)
+    batches = batches_by_size(enumerate(source), batch_size, pixels=lambda entry: entry[1].pixels)
+    if not verbose:
+        return batches
+    return _counted_when_done(batches, tqdm(desc=desc or name, unit="img"))
+
+
+def _counted_when_done(batches: Iterator[ImageBatch], bar: tqdm) -> Iterator[ImageBatch]:
+    """Yield ``batches``, counting each on ``bar`` when the caller has worked through it."""
+    tiles = _TileBar()
+    with bar:
+        for batch in batches:
+            with reporting_tiles(tiles):
+                yield batch
+            bar.update(len(batch))
+
+
+class _TileBar:
+    """A progress bar over the tiles of each tiled pass (a `TileCallback`)."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=f"{what} tiles", unit="tile", leave=False)
+        self.bar.update(1)
+        if done == total:
+            self.bar.close()
+            self.bar = None
 
 
 def stack_pixels(batch: ImageBatch, device: torch.device | str) -> torch.Tensor:
@@ -308,7 +338,7 @@ def latent_patch_stats(
     Parameters
     ----------
     images : images or ImageSource
-        Anything :class:`~latent_ot.io.ImageSource` accepts (arrays, tensors, PIL images,
+        Anything :class:`~latent_ot.images.ImageSource` accepts (arrays, tensors, PIL images,
         files, a directory, iterables of them), or a source already built.
     autoencoder : Autoencoder
         A loaded autoencoder (:func:`latent_ot.autoencoders.load_autoencoder`).

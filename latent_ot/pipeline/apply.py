@@ -6,11 +6,8 @@ perception-distortion interpolation with the input. The map is any callable on `
 float64 patch vectors, such as a fitted
 :meth:`~latent_ot.GaussianOTTransformer.transport_tensor`.
 
-Three variations of the paper's recipe (Adrai et al., 2023) are options here:
+Two variations of the paper's recipe (Adrai et al., 2023) are options here:
 
-- *residual decoding*: ``x + D(T(E(x))) - D(E(x))`` instead of ``D(T(E(x)))``, so that what
-  the autoencoder cannot reconstruct (fine detail of the input, its colours) stays out of the
-  change; it costs a second decode;
 - *latent interpolation*: ``D((1 - alpha) T(z) + alpha z)`` instead of
   ``(1 - alpha) D(T(z)) + alpha x``, one decode per ``alpha``;
 - *the input's low frequencies kept*: ``y + G_sigma * (x - y)`` for a decoded output ``y``,
@@ -18,7 +15,7 @@ Three variations of the paper's recipe (Adrai et al., 2023) are options here:
   (:func:`gaussian_low_pass`). A restorer gets an image's coarse content (its colours, its
   shading) right far more often than its fine detail, which is what the transport should add;
   the transport's own changes to the coarse content (colour and contrast pulled toward the
-  average photo's) cost fidelity and, in the quality benchmark, little of the realism.
+  average photo's) cost fidelity for little realism.
 
 Examples
 --------
@@ -38,12 +35,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .encoding import DEFAULT_PATCH_CHUNK_SIZE, crop_to, encode_padded
-from .patches import gaussian_window, transport_patches
-from .validation import check_choice
+from ..patches import map_patches
+from ..validation import check_choice
+from .statistics import DEFAULT_PATCH_CHUNK_SIZE, crop_to, encode_padded
 
 __all__ = [
-    "FOLD_WINDOWS",
     "INTERPOLATIONS",
     "blend",
     "gaussian_low_pass",
@@ -52,13 +48,10 @@ __all__ = [
     "transport_latents",
 ]
 
-FOLD_WINDOWS = ("uniform", "gaussian")
-"""How the pixels of overlapping patches are weighted when folded back (``fold_window``)."""
 INTERPOLATIONS = ("pixel", "latent")
 """Where ``alpha`` interpolates between the transported image and the input."""
 
 PatchMap = Callable[[torch.Tensor], torch.Tensor]
-MapFor = Callable[[torch.Tensor], PatchMap]
 
 
 def blend(transported: torch.Tensor, original: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -102,19 +95,14 @@ def transport_latents(
     patch_map: PatchMap,
     *,
     patch_size: int,
-    fold_window: str = "uniform",
     chunk_size: int = DEFAULT_PATCH_CHUNK_SIZE,
 ) -> torch.Tensor:
     """Apply ``patch_map`` to every overlapping ``C x p x p`` patch of ``N x C x h x w`` latents.
 
-    Patches are mapped ``chunk_size`` at a time and folded back by a weighted average of the
-    overlaps (``fold_window``: equal weights, or a Gaussian centred on each patch).
+    Patches are mapped ``chunk_size`` at a time and folded back by averaging the overlaps
+    with equal weights, as the paper does.
     """
-    check_choice(fold_window, "fold_window", FOLD_WINDOWS)
-    window = None
-    if fold_window == "gaussian":
-        window = gaussian_window(patch_size, device=latents.device)
-    return transport_patches(latents, patch_size, patch_map, window=window, max_patches=chunk_size)
+    return map_patches(latents, patch_size, patch_map, max_patches=chunk_size)
 
 
 def transport_images(
@@ -124,22 +112,19 @@ def transport_images(
 
     The keyword ``options`` are those of :func:`sweep_images`.
     """
-    return sweep_images(pixels, autoencoder, lambda _: patch_map, [0.0], **options)[0]
+    return sweep_images(pixels, autoencoder, patch_map, [0.0], **options)[0]
 
 
 def sweep_images(
     pixels: torch.Tensor,
     autoencoder: Any,
-    map_for: MapFor,
+    patch_map: PatchMap,
     alphas: list[float],
     *,
     patch_size: int,
-    fold_window: str = "uniform",
     chunk_size: int = DEFAULT_PATCH_CHUNK_SIZE,
-    residual: bool = False,
     interpolation: str = "pixel",
     low_frequency_sigma: float | None = None,
-    per_image: bool = False,
     name: str = "images",
     generator: torch.Generator | None = None,
 ) -> list[torch.Tensor | None]:
@@ -151,22 +136,17 @@ def sweep_images(
         ``N x 3 x H x W`` in ``[0, 1]``, on the autoencoder's device; any ``H``, ``W`` of at
         least the autoencoder's factor.
     autoencoder : Autoencoder
-    map_for : callable
-        Given latents (``N x C x h x w``, or one image's with ``per_image``), the patch map:
-        a callable from ``n x d`` patch vectors to ``n x d``.
+    patch_map : callable
+        From ``n x d`` float64 patch vectors to ``n x d``.
     alphas : list of float
         ``0`` is the transported image, ``1`` the input.
-    patch_size, fold_window, chunk_size
+    patch_size, chunk_size
         See :func:`transport_latents`.
-    residual : bool, default False
-        Decode the change only: ``x + D(T(z)) - D(z)``.
     interpolation : {"pixel", "latent"}, default "pixel"
         Interpolate ``alpha`` between the images (the paper) or between the latents.
     low_frequency_sigma : float, optional
         Replace the band of every output below a Gaussian low-pass of this many pixels by
         the input's: ``y + G * (x - y)`` (:func:`gaussian_low_pass`); None keeps ``y``.
-    per_image : bool, default False
-        Ask ``map_for`` for a map per image (maps fitted on the image itself).
     name : str
         What error messages call the batch.
     generator : torch.Generator, optional
@@ -180,22 +160,14 @@ def sweep_images(
     """
     check_choice(interpolation, "interpolation", INTERPOLATIONS)
     latents = encode_padded(pixels, autoencoder, name=name, generator=generator)
-    options = {"patch_size": patch_size, "fold_window": fold_window, "chunk_size": chunk_size}
-    pieces = [latents[i : i + 1] for i in range(len(latents))] if per_image else [latents]
-    moved = torch.cat([transport_latents(z, map_for(z), **options) for z in pieces])
+    moved = transport_latents(latents, patch_map, patch_size=patch_size, chunk_size=chunk_size)
     height, width = pixels.shape[-2:]
 
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        return crop_to(autoencoder.decode(z), height, width)
-
-    change_from = decode(latents) if residual else None
-
     def image(z: torch.Tensor) -> torch.Tensor:
-        decoded = decode(z)
-        output = decoded if change_from is None else pixels + (decoded - change_from)
+        decoded = crop_to(autoencoder.decode(z), height, width)
         if low_frequency_sigma is None:
-            return output
-        return output + gaussian_low_pass(pixels.to(output.dtype) - output, low_frequency_sigma)
+            return decoded
+        return decoded + gaussian_low_pass(pixels.to(decoded.dtype) - decoded, low_frequency_sigma)
 
     if interpolation == "latent":
         return [None if a == 1.0 else image(blend(moved, latents, a)) for a in alphas]

@@ -17,7 +17,7 @@ from latent_ot.validation import check_int
 from ._extract import _block_chunks, _check_latents
 from ._fold import _check_covered, _check_window, _coverage, _fold_rows, _weight_patches
 
-__all__ = ["transport_patches"]
+__all__ = ["map_patches"]
 
 
 def _check_compute_dtype(dtype: object) -> torch.dtype:
@@ -89,7 +89,7 @@ def _mapped_sum(
     return weighted_sum
 
 
-def transport_patches(
+def map_patches(
     latents: Tensor,
     patch_size: int,
     patch_map: Callable[[Tensor], Tensor],
@@ -138,7 +138,7 @@ def transport_patches(
     Examples
     --------
     >>> x = torch.randn(1, 4, 6, 5)
-    >>> y = transport_patches(x, 3, lambda patches: 2 * patches + 1)
+    >>> y = map_patches(x, 3, lambda patches: 2 * patches + 1)
     >>> torch.allclose(y, 2 * x + 1)
     True
     """

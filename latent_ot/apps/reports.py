@@ -1,9 +1,11 @@
 """Reports of a sweep over alpha: the metrics table (CSV, markdown) and the figures.
 
-A table is a list of rows, each a dict of column name to value, every row with the same keys:
+The CLI, the examples and the benchmarks write these; the library itself never imports
+them. A table is a list of rows, each a dict of column name to value, every row with the same keys:
 numbers (``alpha``, ``psnr``, ``fid``, ...) or strings (``images``). The figures are PIL
 images drawn with matplotlib's object API on the Agg canvas: no pyplot, no global backend,
-nothing shown on screen.
+nothing shown on screen. Tables need nothing beyond the core install; figures need matplotlib
+(the ``plots`` extra, which the ``demo`` extra includes).
 
 - `markdown_table`, `write_markdown` and `write_csv` write the table;
 - `format_value` is how one cell is shown;
@@ -32,6 +34,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from .._optional import require
 
 __all__ = [
     "PERCEPTION_AXES",
@@ -255,14 +259,13 @@ def plot_perception_distortion(rows: Sequence[Row]) -> Image.Image | None:
     perception = next((name for name in PERCEPTION_AXES if name in columns), None)
     if "psnr" not in columns or perception is None:
         return None
-    from matplotlib.figure import Figure  # imported here: it takes a while, and only plots need it
-
+    figure_class = _figure_class()
     points = sorted(
         (row["alpha"], row["psnr"], row[perception])
         for row in rows
         if math.isfinite(row["psnr"]) and math.isfinite(row[perception])
     )
-    figure = Figure(figsize=(6.4, 4.8), dpi=_DPI, layout="constrained")
+    figure = figure_class(figsize=(6.4, 4.8), dpi=_DPI, layout="constrained")
     axes = figure.add_subplot()
     axes.plot([p[1] for p in points], [p[2] for p in points], "-o", color="C0", zorder=1)
     for alpha, x, y in points:
@@ -326,10 +329,11 @@ def collage(
             raise ValueError(
                 f"row {label!r} holds {len(images)} image(s); expected one per title ({n_columns})"
             )
-    from matplotlib.figure import Figure
-
+    figure_class = _figure_class()
     side = _TILE_INCHES
-    figure = Figure(figsize=(side * n_columns + 0.4, side * n_rows), dpi=_DPI, layout="constrained")
+    figure = figure_class(
+        figsize=(side * n_columns + 0.4, side * n_rows), dpi=_DPI, layout="constrained"
+    )
     grid = figure.subplots(n_rows, n_columns, squeeze=False)
     for row, (label, images) in enumerate(rows_of_images.items()):
         for column, image in enumerate(images):
@@ -344,9 +348,13 @@ def collage(
     return _rendered(figure)
 
 
-def _rendered(figure) -> Image.Image:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def _figure_class() -> type:
+    """matplotlib's Figure, imported on first use: it takes a while, and only figures need it."""
+    return require("matplotlib.figure", extra="plots", purpose="drawing figures").Figure
 
-    canvas = FigureCanvasAgg(figure)  # no pyplot: no global backend, nothing shown
+
+def _rendered(figure) -> Image.Image:
+    backend = require("matplotlib.backends.backend_agg", extra="plots", purpose="drawing figures")
+    canvas = backend.FigureCanvasAgg(figure)  # no pyplot: no global backend, nothing shown
     canvas.draw()
     return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
