@@ -277,7 +277,9 @@ def test_sweep_writes_images_table_and_curve_and_alpha_1_is_the_input(
     with open(out / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [float(row["alpha"]) for row in rows] == alphas
-    assert list(rows[0]) == ["alpha", *metrics]
+    # The latent W2 says its patch size: the operator's (3 here), as every command reports it.
+    columns = ["psnr", "ssim", "latent_w2 (p=3)"]
+    assert list(rows[0]) == ["alpha", *columns]
     markdown = (out / "metrics.md").read_text()
     assert markdown.startswith("| alpha |") and markdown in capsys.readouterr().out + "\n"
     with Image.open(out / "curve.png") as curve:
@@ -287,9 +289,9 @@ def test_sweep_writes_images_table_and_curve_and_alpha_1_is_the_input(
     restored = sorted((data / "restored").iterdir())
     clean = [data / "clean" / f"{path.stem}.png" for path in restored]
     direct = evaluate(restored, clean, metrics=metrics, autoencoder="pixel", patch_size=3)
-    for name in metrics:
-        assert float(rows[-1][name]) == pytest.approx(direct[name], rel=1e-12)
-    assert float(rows[1]["latent_w2"]) < float(rows[-1]["latent_w2"])  # alpha 0 is closer
+    for name, column in zip(metrics, columns, strict=True):
+        assert float(rows[-1][column]) == pytest.approx(direct[name], rel=1e-12)
+    assert float(rows[1][columns[2]]) < float(rows[-1][columns[2]])  # alpha 0 is closer
 
 
 def test_evaluate_prints_the_table(data, tmp_path, capsys):
@@ -450,7 +452,7 @@ def test_demo_fits_restored_photos_with_the_builtin_prior_of_taef2(tmp_path, mon
     with open(out / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [float(row["alpha"]) for row in rows] == [0.0, 0.5, 1.0]  # 1 added: the input
-    assert "psnr" in rows[0] and "latent_w2" in rows[0] and "| alpha |" in captured.out
+    assert "psnr" in rows[0] and "latent_w2 (p=1)" in rows[0] and "| alpha |" in captured.out
     assert f"collage: {out / 'collage.png'}" in captured.out
 
 
@@ -480,26 +482,35 @@ def test_demo_fits_on_natural_images_when_given(data, tmp_path, monkeypatch, cap
 def test_skipped_metrics_are_noted_once_for_a_whole_sweep(
     data, operator_file, tmp_path, monkeypatch, capsys
 ):
-    asked = []
+    built, rows = [], []
 
-    def evaluate_without_the_metrics_extra(images, reference, *, metrics=None, **kwargs):
-        asked.append(metrics)
-        if metrics is None:
-            remedy = 'pip install "latent-ot[metrics]"'
-            for metric in ("fid", "kid", "is", "lpips"):
-                reason = "torch-fidelity/torchvision not installed"
-                warnings.warn(MetricSkippedWarning(metric, reason, remedy), stacklevel=2)
-        warnings.warn("some other warning", UserWarning, stacklevel=2)
-        return {"psnr": 20.0 + len(asked), "ssim": 0.5}
+    class EvaluatorWithoutTheMetricsExtra:
+        """Measures the reference once, as the real one does; some metrics cannot run."""
 
-    monkeypatch.setattr("latent_ot.cli._report.evaluate", evaluate_without_the_metrics_extra)
+        def __init__(self, reference, *, metrics=None, **kwargs):
+            built.append(metrics)
+            self.reference = reference
+            self.metrics = ["psnr", "ssim"]
+            if metrics is None:
+                remedy = 'pip install "latent-ot[metrics]"'
+                for metric in ("fid", "kid", "is", "lpips"):
+                    reason = "torch-fidelity/torchvision not installed"
+                    warnings.warn(MetricSkippedWarning(metric, reason, remedy), stacklevel=2)
+            warnings.warn("some other warning", UserWarning, stacklevel=2)
+
+        def __call__(self, images, *, progress=None):
+            rows.append(images)
+            return {"psnr": 20.0 + len(rows), "ssim": 0.5}
+
+    monkeypatch.setattr("latent_ot.cli._report.Evaluator", EvaluatorWithoutTheMetricsExtra)
     args = ["sweep", str(operator_file), str(data / "restored"), "--reference", str(data / "clean")]
 
     with pytest.warns(UserWarning, match="some other warning"):  # other warnings still shown
         code = main([*args, "-o", str(tmp_path / "sweep"), "--alphas", "0,0.5,1"])
 
     assert code == 0
-    assert asked == [None, ["psnr", "ssim"], ["psnr", "ssim"]]
+    assert built == [None]  # the reference is measured once for the whole sweep
+    assert len(rows) == 3  # one row per alpha
     skipped = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
     assert skipped == [
         "skipped fid, kid, is, lpips: torch-fidelity/torchvision not installed; "

@@ -1,6 +1,7 @@
 """LatentOTTransformer end to end: real pretrained weights, one implementation of the math,
 the loading path users take, every input kind, scikit-learn integration, bad input."""
 
+import copy
 import pickle
 
 import joblib
@@ -581,3 +582,31 @@ def test_a_prior_pinned_to_one_scale_is_used_at_that_scale(taef2_dir):
     pinned = LatentOTTransformer(vae=vae, prior=prior.at_scale(2048), random_state=0)
     assert auto.prior_scale_ == 256 and pinned.fit(restored).prior_scale_ == 2048
     assert clone(pinned).get_params()["prior"].scales == (2048,)
+
+
+def test_an_operator_refuses_another_autoencoder_of_the_same_shape(
+    tiny_models_dir, tiny_kl_model, tmp_path
+):
+    vae = tiny_models_dir / "sd-vae-ft-mse"
+    restored = random_images(30, [(32, 32)] * 2, contrast=0.6)
+    natural = random_images(31, [(32, 32)] * 2)
+    path = tmp_path / "op.safetensors"
+    LatentOTTransformer(vae=vae, patch_size=1, random_state=0).fit(restored, natural).save(path)
+    # The same configuration, other weights: latents of the same shape, another distribution.
+    other = tmp_path / "other-vae"
+    retrained = copy.deepcopy(tiny_kl_model)
+    with torch.no_grad():
+        retrained.encoder.conv_in.weight.mul_(1.5)
+    retrained.save_pretrained(other)
+
+    loaded = LatentOTTransformer.load(path).set_params(vae=other)
+    with pytest.raises(IncompatibleAutoencoderError, match=r"vae: this operator was made with"):
+        loaded.transform(restored[0])
+    declined = LatentOTTransformer.load(path, check_autoencoder=False).set_params(vae=other)
+    assert declined.transform(restored[0]).shape == (32, 32, 3)
+    # A copy of the same weights is the same autoencoder.
+    copied = tmp_path / "copy-vae"
+    tiny_kl_model.save_pretrained(copied)
+    same = LatentOTTransformer.load(path)
+    expected = same.transform(restored[0])
+    np.testing.assert_array_equal(same.set_params(vae=copied).transform(restored[0]), expected)

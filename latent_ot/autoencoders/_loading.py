@@ -101,9 +101,9 @@ def _load_from_hub(
         offline = _offline_reason(err)
         if offline is not None:
             return AutoencoderNotFoundError(
-                f"autoencoder {spec!r} is not available offline: {offline}, and no local copy "
-                f"exists (looked in: {'; '.join(looked)}). Load it once while online (it is "
-                f"then cached). {how}"
+                f"autoencoder {spec!r} (Hugging Face hub id {hub_id!r}) is not available "
+                f"offline: {offline}, and no local copy exists (looked in: {'; '.join(looked)})."
+                f" Load it once while online (it is then cached). {how}"
             )
         looked.append(f"Hugging Face hub id {hub_id!r} ({_first_line(err)})")
         message = f"autoencoder {spec!r} not found. Looked in: " + "; ".join(looked) + ". "

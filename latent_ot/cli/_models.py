@@ -111,7 +111,11 @@ def load_operator(args, *, verbose: bool) -> LatentOTTransformer:
         raise FileNotFoundError(
             f"operator file {args.operator} not found; create one with 'latent-ot fit'"
         )
-    operator = LatentOTTransformer.load(args.operator, sha256=getattr(args, "sha256", None))
+    operator = LatentOTTransformer.load(
+        args.operator,
+        sha256=getattr(args, "sha256", None),
+        check_autoencoder=not getattr(args, "allow_other_autoencoder", False),
+    )
     overrides = {"device": args.device, "batch_size": args.batch_size, "verbose": verbose}
     if args.vae is not None or args.dtype != "auto":
         overrides["vae"] = autoencoder_of(args.vae or operator.vae, args)

@@ -108,7 +108,13 @@ def add_autoencoder_options(
     group = parser.add_argument_group("autoencoder and device")
     if vae is None:  # the commands that read an operator file
         add_sha256_option(parser, "the operator file")
-        vae_help = "use another copy of the operator's autoencoder (same latent space)"
+        vae_help = "use another copy of the operator's autoencoder (same weights)"
+        group.add_argument(
+            "--allow-other-autoencoder",
+            action="store_true",
+            help="accept an autoencoder whose weights differ from those of the fit (the "
+            "operator records their fingerprint): only for one known to give the same latents",
+        )
     else:
         vae_help = f"{purpose}{VAE_CHOICE} (default: %(default)s)"
     group.add_argument("--vae", default=vae, metavar="NAME|DIR", help=vae_help)

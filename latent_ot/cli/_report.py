@@ -75,7 +75,13 @@ class Metrics:
         skipped = [w.message for w in caught if isinstance(w.message, MetricSkippedWarning)]
         for other in caught:
             if not isinstance(other.message, MetricSkippedWarning):
-                warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+                warnings.warn_explicit(
+                    other.message,
+                    other.category,
+                    other.filename,
+                    other.lineno,
+                    module=_module_of(other.filename),
+                )
         if self.names is None:
             self.names = list(evaluator.metrics)
             for line in skipped_note(skipped):
@@ -86,6 +92,17 @@ class Metrics:
         """``row`` with the latent W2 column named with its patch size (`latent_w2_label`)."""
         label = latent_w2_label(self.patch_size)
         return {label if key == "latent_w2" else key: value for key, value in row.items()}
+
+
+def _module_of(filename: str) -> str | None:
+    """The dotted module name of a latent_ot file, so that the command's warning filters
+    (which name modules) still tell latent-ot's own warnings from other packages'."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        relative = Path(filename).resolve().relative_to(package.parent)
+    except ValueError:
+        return None
+    return ".".join(relative.with_suffix("").parts)
 
 
 def skipped_note(skipped: Sequence[MetricSkippedWarning]) -> list[str]:

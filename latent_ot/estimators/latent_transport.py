@@ -25,6 +25,7 @@ from ..patches import patch_dim
 from ..pipeline.apply import INTERPOLATIONS, sweep_images
 from ..pipeline.statistics import image_batches, latent_patch_stats, name_of, stack_pixels
 from ..priors import NaturalPrior, has_builtin_prior, load_prior, restored_image_side
+from ..provenance import autoencoder_provenance, check_same_autoencoder
 from ..recipes import PAPER, PAPER_MAP, auto_map, auto_patch_size
 from ..serialization import (
     json_params,
@@ -145,6 +146,9 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
     prior_scale_ : int or None
         The scale (long side, px) of the prior used as the natural side; None when natural
         images were given.
+    autoencoder_provenance_ : dict or None
+        The name and weights' fingerprint of the autoencoder of the fit: another one is
+        refused (see :meth:`load`'s ``check_autoencoder``).
 
     Notes
     -----
@@ -495,20 +499,40 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             "prior_scale": self.prior_scale_,
             "transport": transport_metadata,
         }
+        if self.autoencoder_provenance_ is not None:
+            metadata["autoencoder"] = self.autoencoder_provenance_
         write_operator(path, tensors | transport_tensors, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, sha256: str | None = None) -> LatentOTTransformer:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        sha256: str | None = None,
+        check_autoencoder: bool = True,
+    ) -> LatentOTTransformer:
         """Read an operator written by :meth:`save`; nothing in the file is executed.
 
         The autoencoder is loaded on first use from the stored ``vae`` (preset, hub id or
-        directory), as in ``fit``.
+        directory), as in ``fit``. Every tensor and key is checked for what it means (see
+        :doc:`/security`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        sha256 : str or None
+            The published sha256 of the whole file: any other file is refused.
+        check_autoencoder : bool, default=True
+            Refuse to use the operator with an autoencoder whose weights differ from those
+            of the fit (the file records their fingerprint). ``False`` declines the check,
+            for an autoencoder known to give the same latents (a converted copy, say).
 
         Raises
         ------
         OperatorFileError
             If the file is not a latent-ot operator, is truncated, was tampered with
-            (checksums), or was written by another version of latent-ot.
+            (checksums), its contents are not valid, its sha256 is not ``sha256``, or it was
+            written by another version of latent-ot.
         """
         # sha256: the published digest of the whole file, which pins it (read_operator)
         tensors, metadata = read_operator(path, expected_kind=cls.__name__, sha256=sha256)
@@ -527,6 +551,9 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         operator.n_images_restored_ = counts["restored_images"]
         operator.n_images_natural_ = counts["natural_images"]
         operator.prior_scale_ = metadata["prior_scale"]
+        operator.autoencoder_provenance_ = (
+            metadata.get("autoencoder") if check_autoencoder else None
+        )
         operator.gaussian_ot_ = operator._unfitted_map()
         operator.gaussian_ot_.restore_file_state(tensors, metadata["transport"], _TRANSPORT_PREFIX)
         operator.w2_ = operator.gaussian_ot_.w2_
@@ -558,6 +585,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         device = resolve_device(self.device)
         self.latent_channels_ = autoencoder.latent_channels
         self.factor_ = autoencoder.factor
+        self.autoencoder_provenance_ = autoencoder_provenance(autoencoder)
         self.patch_size_ = self._resolved_patch_size(self.latent_channels_)
         self.patch_dim_ = patch_dim(self.latent_channels_, self.patch_size_)
         self.restored_stats_ = GaussianStats(self.patch_dim_, device=device)
@@ -747,6 +775,12 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
                 f"channels and factor {autoencoder.factor}; use the autoencoder of the fit, "
                 "or refit"
             )
+        check_same_autoencoder(
+            self.autoencoder_provenance_,
+            autoencoder,
+            what="vae: this operator",
+            override="check_autoencoder=False to LatentOTTransformer.load",
+        )
         size = self._resolved_patch_size(self.latent_channels_)
         if size != self.patch_size_:
             raise IncompatibleAutoencoderError(

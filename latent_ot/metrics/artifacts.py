@@ -89,8 +89,8 @@ def latent_grid_score(image: Any, period: int = 8) -> float:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> noise = rng.normal(size=(128, 128))
-    >>> round(latent_grid_score(noise), 1)
-    1.0
+    >>> abs(latent_grid_score(noise) - 1) < 0.2  # white noise: no period
+    True
     >>> grid = noise + 0.5 * (np.arange(128) % 8 == 0)  # a faint line every 8 pixels
     >>> latent_grid_score(grid) > 5
     True

@@ -191,7 +191,10 @@ class NaturalPrior:
         if check_fingerprint and self.fingerprint is not None:
             recorded = {"name": self.autoencoder, "fingerprint": self.fingerprint}
             check_same_autoencoder(
-                recorded, autoencoder, what="this prior", override="check_autoencoder=False"
+                recorded,
+                autoencoder,
+                what="this prior",
+                override="check_autoencoder=False to NaturalPrior.load",
             )
 
     def save(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float64) -> None:
@@ -236,14 +239,23 @@ class NaturalPrior:
         write_operator(path, tensors, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, sha256: str | None = None) -> NaturalPrior:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        sha256: str | None = None,
+        check_autoencoder: bool = True,
+    ) -> NaturalPrior:
         """Read a prior written by :meth:`save`; nothing in the file is executed.
 
         Its contents are checked (see :mod:`latent_ot.file_contents`): statistics of at
         least 2 vectors, finite, of the shapes the latent channels imply, symmetric positive
         semi-definite scatters, every scale with statistics for the same patch sizes.
         ``sha256``, the digest of the whole file as published, pins the file (see
-        :func:`~latent_ot.serialization.read_operator`).
+        :func:`~latent_ot.serialization.read_operator`). ``check_autoencoder=False`` drops
+        the recorded fingerprint of the autoencoder's weights, so that the prior is accepted
+        with any autoencoder of the same latent channels and factor: for one known to give
+        the same latents (a converted copy, say).
 
         Raises
         ------
@@ -268,7 +280,7 @@ class NaturalPrior:
             sides=_by_scale(metadata["sides"]),
             n_images=_by_scale(metadata["n_images"]),
             description=metadata["description"],
-            fingerprint=metadata.get("autoencoder_fingerprint"),
+            fingerprint=metadata.get("autoencoder_fingerprint") if check_autoencoder else None,
         )
 
 
