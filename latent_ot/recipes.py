@@ -44,6 +44,7 @@ DEFAULT: Mapping[str, Any] = MappingProxyType(
         "alpha": 0.0,
         "low_frequency_sigma": 6.0,
         "interpolation": "latent",
+        "shifts": 1,
         "transport": None,
     }
 )
@@ -66,6 +67,7 @@ PAPER: Mapping[str, Any] = MappingProxyType(
         "patch_size": 3,
         "interpolation": "pixel",
         "low_frequency_sigma": None,
+        "shifts": 1,
     }
 )
 """The paper's parameters of ``LatentOTTransformer`` (its map: :data:`PAPER_MAP`)."""

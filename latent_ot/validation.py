@@ -191,7 +191,7 @@ def check_constraints(value: Any, name: str, constraints: list) -> Any:
 
 
 def _satisfies(constraint: Any, value: Any) -> bool:
-    if isinstance(value, bool | np.bool_) and isinstance(constraint, Interval):
+    if isinstance(value, bool | np.bool_) and isinstance(constraint, Interval | Options):
         return False
     return constraint.is_satisfied_by(value)
 

@@ -405,7 +405,7 @@ def test_a_prior_of_other_weights_is_refused_unless_overridden(prior_file, tmp_p
         f"this prior was made with the autoencoder pixel (weights abababababab), not with "
         f"pixel (weights {pixel.fingerprint()[:12]}): its statistics describe another "
         "autoencoder's latents. Use the autoencoder it was made with, or pass "
-        "check_autoencoder=False if you know they match"
+        "check_autoencoder=False to NaturalPrior.load if you know they match"
     )
     loaded.check_autoencoder(pixel, check_fingerprint=False)
     NaturalPrior(**{**vars(prior), "fingerprint": pixel.fingerprint()}).check_autoencoder(pixel)

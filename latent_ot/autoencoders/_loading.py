@@ -100,10 +100,11 @@ def _load_from_hub(
     def not_found(err: BaseException) -> AutoencoderNotFoundError:
         offline = _offline_reason(err)
         if offline is not None:
+            named = repr(spec) if spec == hub_id else f"{spec!r} (Hugging Face hub id {hub_id!r})"
             return AutoencoderNotFoundError(
-                f"autoencoder {spec!r} (Hugging Face hub id {hub_id!r}) is not available "
-                f"offline: {offline}, and no local copy exists (looked in: {'; '.join(looked)})."
-                f" Load it once while online (it is then cached). {how}"
+                f"autoencoder {named} is not available offline: {offline}, and no local copy "
+                f"exists (looked in: {'; '.join(looked)}). Load it once while online (it is "
+                f"then cached). {how}"
             )
         looked.append(f"Hugging Face hub id {hub_id!r} ({_first_line(err)})")
         message = f"autoencoder {spec!r} not found. Looked in: " + "; ".join(looked) + ". "

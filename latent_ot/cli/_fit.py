@@ -8,6 +8,7 @@ from ..autoencoders import Autoencoder, load_autoencoder
 from ..estimators import GaussianOTTransformer, LatentOTTransformer
 from ..images import ImageSource
 from ..images.folders import expand_inputs
+from ..pipeline import SHIFT_COUNTS
 from ..priors import NaturalPrior
 from ..recipes import auto_map, auto_patch_size
 from ._console import Console, failure_reason, report_failures
@@ -84,6 +85,16 @@ def add_parser(commands) -> None:
         "the transport changes detail, not colours and shading; 'none' decodes as the paper "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--shifts",
+        type=int,
+        choices=SHIFT_COUNTS,
+        default=LatentOTTransformer().shifts,
+        metavar="N",
+        help="cycle spinning: average N copies shifted by fractions of the latent grid "
+        "(1, 2, 4 or 16), which cancels the grid pattern a small decoder can draw; each "
+        "costs one more encode and decode (default: %(default)s)",
+    )
     transport = parser.add_argument_group(
         "the Gaussian map", "settings of the map; 'auto': the recipe's for the patch size"
     )
@@ -145,7 +156,7 @@ def run(args, console: Console) -> int:
             raise ValueError("--sha256 pins the --prior file: pass --prior FILE with it")
         NaturalPrior.load(args.prior, sha256=args.sha256)  # refused here if not the one published
     check_output_file(args.output)
-    params = {"low_frequency_sigma": args.low_frequency_sigma}
+    params = {"low_frequency_sigma": args.low_frequency_sigma, "shifts": args.shifts}
     if natural is None:
         params["prior"] = "builtin" if args.prior is None else str(args.prior)
     operator = new_operator(args, resolve_vae(args.vae, console), **params)

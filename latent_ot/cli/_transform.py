@@ -11,6 +11,7 @@ from ..estimators import LatentOTTransformer
 from ..exceptions import AutoencoderNotFoundError, IncompatibleAutoencoderError
 from ..images import ImageSource
 from ..images.folders import expand_inputs, shard, transform_files
+from ..pipeline import SHIFT_COUNTS
 from ._console import Abort, Console, one_line, report_failures
 from ._models import load_operator
 from ._options import (
@@ -59,6 +60,15 @@ def add_parser(commands) -> None:
         help="0: transported, 1: the input unchanged, between: a blend (default: the operator's)",
     )
     parser.add_argument(
+        "--shifts",
+        type=int,
+        choices=SHIFT_COUNTS,
+        default=None,
+        metavar="N",
+        help="cycle spinning: average N shifted copies, 1, 2, 4 or 16 (default: the "
+        "operator's)",
+    )
+    parser.add_argument(
         "--skip-existing",
         action="store_true",
         help="leave inputs whose output exists alone (resume an interrupted run)",
@@ -82,6 +92,8 @@ def run(args, console: Console) -> int:
     operator = load_operator(args, verbose=False)  # one bar over the files, not one per file
     if args.alpha is not None:
         operator.set_params(alpha=args.alpha)
+    if args.shifts is not None:
+        operator.set_params(shifts=args.shifts)
     files = expand_inputs(args.inputs)
     rank, world_size = args.shard
     share = len(shard(files, rank, world_size))

@@ -22,7 +22,7 @@ from ..distributed import gather_stats, report_failure, sum_counts, synchronizin
 from ..exceptions import IncompatibleAutoencoderError
 from ..images import ImageSource
 from ..patches import patch_dim
-from ..pipeline.apply import INTERPOLATIONS, sweep_images
+from ..pipeline.apply import INTERPOLATIONS, SHIFTS, grid_shifts, sweep_images
 from ..pipeline.statistics import image_batches, latent_patch_stats, name_of, stack_pixels
 from ..priors import NaturalPrior, has_builtin_prior, load_prior, restored_image_side
 from ..provenance import autoencoder_provenance, check_same_autoencoder
@@ -47,19 +47,6 @@ in proportion to sigma (its kernel has ``8 sigma + 1`` taps); beyond the size of
 keeps the input's mean colour only, which a sigma of 1000 already does."""
 
 _TRANSPORT_PREFIX = "transport."
-_FITTED = (
-    "gaussian_ot_",
-    "restored_stats_",
-    "natural_stats_",
-    "w2_",
-    "n_images_restored_",
-    "n_images_natural_",
-    "latent_channels_",
-    "factor_",
-    "patch_size_",
-    "patch_dim_",
-    "prior_scale_",
-)
 
 
 class LatentOTTransformer(TransformerMixin, BaseEstimator):
@@ -110,6 +97,12 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         ``D((1 - alpha) T(z) + alpha z)`` (one decode per ``alpha`` in :meth:`sweep`); or
         between the images, ``(1 - alpha) D(T(z)) + alpha x``, as in the paper. ``alpha = 1``
         returns the inputs themselves either way.
+    shifts : {1, 2, 4, 16}, default=1
+        Cycle spinning: transform this many copies of each image, shifted by fractions of
+        the latent grid (:func:`latent_ot.pipeline.grid_shifts`), and average the outputs
+        shifted back. It cancels the faint pattern with the latent grid's period that a small
+        decoder can draw, keeping the transported detail; each shift costs one more encode
+        and decode (see :ref:`choosing-shifts`). 1 transforms the image as it is.
     transport : GaussianOTTransformer or None, default=None
         The Gaussian map applied to the patch vectors, with its settings (``stochastic``,
         ``rtol``, ``noise_scale``); cloned at ``fit`` into ``gaussian_ot_``, its ``alpha``
@@ -192,6 +185,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             Interval(Real, 0, MAX_LOW_FREQUENCY_SIGMA, closed="right"),
         ],
         "interpolation": [StrOptions(set(INTERPOLATIONS))],
+        "shifts": SHIFTS,
         "transport": [None, GaussianOTTransformer],
         "device": [str, torch.device],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -208,6 +202,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         alpha=0.0,
         low_frequency_sigma=6.0,
         interpolation="latent",
+        shifts=1,
         transport=None,
         device="auto",
         batch_size=4,
@@ -220,6 +215,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self.alpha = alpha
         self.low_frequency_sigma = low_frequency_sigma
         self.interpolation = interpolation
+        self.shifts = shifts
         self.transport = transport
         self.device = device
         self.batch_size = batch_size
@@ -267,14 +263,14 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self : LatentOTTransformer
         """
         self._validate_params()
-        before = {name: self.__dict__.pop(name) for name in _FITTED if name in self.__dict__}
+        before = {name: self.__dict__.pop(name) for name in _fitted_state(self)}
         try:
             if natural is None:
                 self._natural_prior(self._autoencoder())  # fails now rather than after encoding
             return self.partial_fit(restored, natural)
         except BaseException:
-            for name in _FITTED:
-                self.__dict__.pop(name, None)
+            for name in _fitted_state(self):
+                del self.__dict__[name]
             self.__dict__.update(before)
             raise
 
@@ -749,6 +745,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
             "patch_size": self.patch_size_,
             "interpolation": self.interpolation,
             "low_frequency_sigma": self.low_frequency_sigma,
+            "shifts": grid_shifts(self.shifts, autoencoder.factor),
             "generator": self._latent_generator(autoencoder),
         }
         batches = image_batches(source, self.batch_size, verbose=self.verbose, desc="transporting")
@@ -798,6 +795,11 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         else:
             described = f"{type(vae).__name__} with weights {self._autoencoder().fingerprint()}"
         return (described, self.patch_size_, self.latent_channels_, self.factor_)
+
+
+def _fitted_state(operator: LatentOTTransformer) -> list[str]:
+    """The names of what ``fit`` sets: scikit-learn's public trailing-underscore attributes."""
+    return [name for name in vars(operator) if name.endswith("_") and not name.startswith("_")]
 
 
 def _check_alpha(alpha: Any) -> float:

@@ -21,8 +21,10 @@ True
 
 from .apply import (
     INTERPOLATIONS,
+    SHIFT_COUNTS,
     blend,
     gaussian_low_pass,
+    grid_shifts,
     sweep_images,
     transport_images,
     transport_latents,
@@ -43,6 +45,7 @@ from .statistics import (
 __all__ = [
     "DEFAULT_PATCH_CHUNK_SIZE",
     "INTERPOLATIONS",
+    "SHIFT_COUNTS",
     "batch_name",
     "batches_by_size",
     "blend",
@@ -50,6 +53,7 @@ __all__ = [
     "crop_to",
     "encode_padded",
     "gaussian_low_pass",
+    "grid_shifts",
     "image_batches",
     "latent_patch_stats",
     "pad_to_multiple",
