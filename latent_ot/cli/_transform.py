@@ -65,8 +65,7 @@ def add_parser(commands) -> None:
         choices=SHIFT_COUNTS,
         default=None,
         metavar="N",
-        help="cycle spinning: average N shifted copies, 1, 2, 4 or 16 (default: the "
-        "operator's)",
+        help="cycle spinning: average N shifted copies, 1, 2, 4 or 16 (default: the operator's)",
     )
     parser.add_argument(
         "--skip-existing",
