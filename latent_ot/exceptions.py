@@ -36,6 +36,11 @@ class OperatorFileError(ValueError):
     """A file is not a readable latent-ot operator: foreign, truncated, tampered or too new."""
 
 
+class FitWarning(UserWarning):
+    """An operator is fitted, or used, where its statistics are unlikely to hold: too few
+    patch vectors for their dimension, or images far from the size of the fit."""
+
+
 class MetricSkippedWarning(UserWarning):
     """A metric was left out of an evaluation: what it needs is missing here.
 

@@ -3,6 +3,7 @@ the loading path users take, every input kind, scikit-learn integration, bad inp
 
 import copy
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -18,7 +19,12 @@ from sklearn.preprocessing import FunctionTransformer
 
 from latent_ot import GaussianOTTransformer, GaussianStats, LatentOTTransformer
 from latent_ot.autoencoders import MODELS_DIR_ENV, load_autoencoder
-from latent_ot.exceptions import ImageReadError, IncompatibleAutoencoderError, OperatorFileError
+from latent_ot.exceptions import (
+    FitWarning,
+    ImageReadError,
+    IncompatibleAutoencoderError,
+    OperatorFileError,
+)
 from latent_ot.gaussian import w2_distance
 from latent_ot.patches import extract_patches, fold_patches, iter_patch_chunks
 from latent_ot.pipeline import pad_to_multiple
@@ -610,3 +616,33 @@ def test_an_operator_refuses_another_autoencoder_of_the_same_shape(
     same = LatentOTTransformer.load(path)
     expected = same.transform(restored[0])
     np.testing.assert_array_equal(same.set_params(vae=copied).transform(restored[0]), expected)
+
+
+def test_fitting_from_too_few_patch_vectors_warns_with_the_numbers():
+    restored = random_images(40, [(8, 8)] * 2, contrast=0.6)  # 2 x 36 patches of dimension 27
+    natural = random_images(41, [(40, 40)] * 4)
+    with pytest.warns(FitWarning) as caught:
+        LatentOTTransformer(vae="pixel", patch_size=3).fit(restored, natural)
+    assert [str(w.message) for w in caught] == [
+        "restored: 72 patch vectors for statistics of dimension 27; a covariance needs several "
+        "times more (at least 270, 10 per dimension): fit on more or larger images, or with a "
+        "smaller patch_size"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitWarning)  # enough on both sides: no warning
+        LatentOTTransformer(vae="pixel", patch_size=3).fit(natural, natural)
+
+
+def test_transforming_images_far_from_the_size_of_the_fit_warns_once_per_size():
+    images = random_images(42, [(48, 48)] * 3)
+    dot = LatentOTTransformer(vae="pixel", patch_size=1).fit(images, images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitWarning)
+        dot.transform(random_images(43, [(90, 40)])[0])  # sqrt(90 * 40) = 60 px: close
+    with pytest.warns(FitWarning) as caught:
+        dot.transform(random_images(44, [(120, 160)])[0])
+    assert [str(w.message) for w in caught] == [
+        "images of 160 x 120 px are far from the size of the restored images of the fit "
+        "(about 48 px; more than a factor 2): latent statistics change with scale, and the "
+        "transport may crush blacks or blow highlights; resize them, or fit on images of this size"
+    ]

@@ -24,15 +24,16 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture(scope="module")
 def bench():
-    """The benchmark's three modules."""
+    """The benchmark's four modules."""
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(BENCHMARKS))
         yield SimpleNamespace(
             tasks=importlib.import_module("_quality_tasks"),
             measures=importlib.import_module("_quality_measures"),
+            figures=importlib.import_module("_quality_figures"),
             quality=importlib.import_module("quality"),
         )
-    for name in ("_quality_tasks", "_quality_measures", "quality"):
+    for name in ("_quality_tasks", "_quality_measures", "_quality_figures", "quality"):
         sys.modules.pop(name, None)
 
 
@@ -101,18 +102,20 @@ def test_bicubic_x4_keeps_the_size_and_removes_fine_detail(bench):
     rng = np.random.default_rng(0)
     checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
     image = np.repeat(checker[..., None], 3, axis=-1)
-    restored = bench.tasks.bicubic_x4(image, rng)
+    bicubic_x4 = bench.tasks.TASKS["super_resolution"].degrade_and_restore
+    restored = bicubic_x4(image, rng)
     assert restored.shape == image.shape and restored.dtype == np.uint8
     # A one-pixel checkerboard is above the Nyquist limit of the x4 grid: it averages out.
     assert restored[8:-8, 8:-8].std() < 0.1 * image.std()
     flat = np.full((32, 48, 3), 77, dtype=np.uint8)
-    np.testing.assert_array_equal(bench.tasks.bicubic_x4(flat, rng), flat)
+    np.testing.assert_array_equal(bicubic_x4(flat, rng), flat)
 
 
 def test_jpeg_q10_is_blocky_and_deterministic(bench):
     image = _smooth_image(64)
-    first = bench.tasks.jpeg_q10(image, np.random.default_rng(0))
-    second = bench.tasks.jpeg_q10(image, np.random.default_rng(1))
+    jpeg_q10 = bench.tasks.TASKS["jpeg"].degrade_and_restore
+    first = jpeg_q10(image, np.random.default_rng(0))
+    second = jpeg_q10(image, np.random.default_rng(1))
     np.testing.assert_array_equal(first, second)
     assert first.shape == image.shape and first.dtype == np.uint8
     # 8 x 8 blocks: the jumps across block borders outweigh those inside blocks.
@@ -130,11 +133,13 @@ def test_jpeg_q10_is_blocky_and_deterministic(bench):
 def test_denoising_restores_and_seeds_the_noise_per_image(bench):
     tasks = bench.tasks
     image = _smooth_image(48)
-    restored = tasks.denoise_nlm(image, tasks.image_rng(0, "a"))
-    noisy = image / 255 + tasks.image_rng(0, "a").normal(0.0, tasks.SIGMA, image.shape)
+    denoise_nlm = tasks.TASKS["denoising"].degrade_and_restore
+    restored = denoise_nlm(image, tasks.image_rng(0, "a"))
+    assert restored.shape == image.shape and restored.dtype == np.uint8
+    noisy = image / 255 + tasks.image_rng(0, "a").normal(0.0, 50 / 255, image.shape)
     assert _psnr(restored, image) > _psnr(tasks.to_uint8(noisy), image) + 5
-    again = tasks.denoise_nlm(image, tasks.image_rng(0, "a"))
-    other = tasks.denoise_nlm(image, tasks.image_rng(0, "b"))
+    again = denoise_nlm(image, tasks.image_rng(0, "a"))
+    other = denoise_nlm(image, tasks.image_rng(0, "b"))
     np.testing.assert_array_equal(restored, again)
     assert not np.array_equal(restored, other)
 
@@ -278,6 +283,12 @@ def test_rdn_features_pool_mean_and_std_of_the_deep_features(bench, shared_dir):
     torch.testing.assert_close(pooled[0, :64], deep.mean(1))
     torch.testing.assert_close(pooled[0, 64:], deep.std(1))
     assert float(pooled[:, 64:].min()) >= 0
+    # With a crop, the pooled features are those of the central square alone.
+    centre = bench.measures.RDNFeatures(shared_dir / bench.measures.RDN_MODEL, crop=8)
+    with torch.inference_mode():
+        middle = x[:, :, 8:16, 8:16]
+        deep = centre._model(middle, bench.measures.RDN_LAYER)[0].double().flatten(1)
+    torch.testing.assert_close(centre(batch[:1])[0, :64], deep.mean(1))
 
 
 def test_ssim_is_latent_ots_definition(bench):
@@ -366,47 +377,19 @@ def test_variants_build_and_paper_runs_only_with_cbsd68(bench, shared_dir):
     assert ("default", "prior") in runs
 
 
-class _ShiftedTransport:
-    """A toy operator whose output depends on where the 8 px grid falls: it adds 8 to every
-    pixel in a row whose index is a multiple of 8 (in the image it is given)."""
-
-    def sweep(self, images, alphas):
-        outputs = []
-        for alpha in alphas:
-            batch = []
-            for image in images:
-                out = image.astype(np.int64)
-                out[::8] += round(8 * (1 - alpha))
-                batch.append(np.clip(out, 0, 255).astype(np.uint8))
-            outputs.append(batch)
-        return outputs
-
-
-def test_cycle_spinning_shifts_the_grid_and_averages(bench):
+def test_the_shift_variants_are_the_librarys_cycle_spinning(bench, shared_dir):
     quality = bench.quality
-    image = np.full((16, 24, 3), 100, dtype=np.uint8)
-    plain = quality.spun_sweep(_ShiftedTransport(), [image], [0.0, 1.0])
-    assert (plain[0][0][::8] == 108).all() and (plain[0][0][1::8] == 100).all()
-    np.testing.assert_array_equal(plain[1][0], image)
-    # Shifts of 0 and 4 rows: the grid falls on rows 0, 8 and on rows 4, 12 of the image,
-    # each half of the time: +4 on those rows.
-    spun = quality.spun_sweep(_ShiftedTransport(), [image], [0.0, 1.0], ((0, 0), (4, 0)))
-    expected = image.astype(int).copy()
-    expected[::4] += 4
-    np.testing.assert_array_equal(spun[0][0], expected)
-    np.testing.assert_array_equal(spun[1][0], image)
-    # Sixteen shifts: every row a grid row once in 8 passes along rows... 4 of 16 passes.
-    sixteen = quality.spun_sweep(_ShiftedTransport(), [image], [0.0], quality.CYCLE_SPINS[
-        "cycle-spin-16"])  # fmt: skip
-    np.testing.assert_array_equal(sixteen[0][0][::2], np.full((8, 24, 3), 102))
-    np.testing.assert_array_equal(sixteen[0][0][1::2], image[1::2])
+    args = quality.parse_args(["--shared", str(shared_dir)])
+    for n in (1, 2, 4, 16):
+        assert quality.make_operator(f"shifts-{n}", args).shifts == n
+    assert not hasattr(quality, "spun_sweep")
 
 
 def test_the_finest_window_holds_the_texture(bench):
     image = np.full((64, 96, 3), 128, dtype=np.uint8)
     image[32:48, 48:64] = np.indices((16, 16)).sum(0)[..., None] % 2 * 255
-    assert bench.quality.finest_window(image, 16, step=16) == (32, 48)
-    grid = bench.quality.zoomed_grid({"a": [image[:4, :4]] * 2}, ["x", "y"], zoom=2)
+    assert bench.figures.finest_window(image, 16, step=16) == (32, 48)
+    grid = bench.figures.zoomed_grid({"a": [image[:4, :4]] * 2}, ["x", "y"], zoom=2)
     pixels = np.asarray(grid)
     tile = pixels[14 + 14 : 14 + 14 + 8, 0:8]  # the first tile, under the title and label
     np.testing.assert_array_equal(tile, np.full((8, 8, 3), 128))

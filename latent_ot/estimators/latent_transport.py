@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
+import warnings
 from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import Any, ClassVar
@@ -19,7 +21,7 @@ from .. import memory
 from ..autoencoders import Autoencoder, load_autoencoder
 from ..devices import check_device_available, resolve_device
 from ..distributed import gather_stats, report_failure, sum_counts, synchronizing
-from ..exceptions import IncompatibleAutoencoderError
+from ..exceptions import FitWarning, IncompatibleAutoencoderError
 from ..images import ImageSource
 from ..patches import patch_dim
 from ..pipeline.apply import INTERPOLATIONS, SHIFTS, grid_shifts, sweep_images
@@ -267,12 +269,14 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         try:
             if natural is None:
                 self._natural_prior(self._autoencoder())  # fails now rather than after encoding
-            return self.partial_fit(restored, natural)
+            self.partial_fit(restored, natural)
         except BaseException:
             for name in _fitted_state(self):
                 del self.__dict__[name]
             self.__dict__.update(before)
             raise
+        self._warn_if_few_vectors()
+        return self
 
     def partial_fit(self, restored=None, natural=None):
         """Stream more restored images, natural images, or both.
@@ -665,6 +669,43 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         self.gaussian_ot_ = self._unfitted_map().fit_stats(self.restored_stats_, target)
         self.w2_ = self.gaussian_ot_.w2_
 
+    def _warn_if_few_vectors(self) -> None:
+        """Warn where a side's covariance rests on fewer than ``MIN_VECTORS_PER_DIMENSION``
+        patch vectors per dimension: its smallest eigenvalues, which the map divides by, are
+        then mostly sampling noise."""
+        sides = {"restored": self.restored_stats_}
+        if self.n_images_natural_ > 0:  # a prior's statistics are not this fit's concern
+            sides["natural"] = self.natural_stats_
+        needed = MIN_VECTORS_PER_DIMENSION * self.patch_dim_
+        for name, stats in sides.items():
+            if stats.count < needed:
+                warnings.warn(
+                    f"{name}: {stats.count} patch vectors for statistics of dimension "
+                    f"{self.patch_dim_}; a covariance needs several times more (at least "
+                    f"{needed}, {MIN_VECTORS_PER_DIMENSION} per dimension): fit on more or "
+                    "larger images, or with a smaller patch_size",
+                    FitWarning,
+                    stacklevel=3,
+                )
+
+    def _warn_if_far_from_the_fit(self, height: int, width: int) -> None:
+        """Warn about images whose size is far from that of the restored images of the fit:
+        latent patch statistics change with scale (the same scene is smoother when larger).
+        The message names the size, not the image, so that Python shows it once per size."""
+        fitted = restored_image_side(
+            self.restored_stats_.count, self.n_images_restored_, self.patch_size_, self.factor_
+        )
+        if fitted / SIZE_RATIO <= math.sqrt(height * width) <= fitted * SIZE_RATIO:
+            return
+        warnings.warn(
+            f"images of {width} x {height} px are far from the size of the restored images "
+            f"of the fit (about {fitted:.0f} px; more than a factor {SIZE_RATIO:g}): latent "
+            "statistics change with scale, and the transport may crush blacks or blow "
+            "highlights; resize them, or fit on images of this size",
+            FitWarning,
+            stacklevel=5,
+        )
+
     def _unfitted_map(self) -> GaussianOTTransformer:
         """``transport`` (or the recipe's map for the fitted patch size), cloned, with this
         operator's ``random_state``; its ``alpha`` is left at 0: ``alpha`` acts on images."""
@@ -752,6 +793,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         with memory.reusing_freed_memory(autoencoder):
             for group in batches:
                 originals = stack_pixels(group, autoencoder.device)
+                self._warn_if_far_from_the_fit(*originals.shape[-2:])
                 images = sweep_images(
                     originals, autoencoder, patch_map, alphas, name=name_of(group), **options
                 )
@@ -795,6 +837,13 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         else:
             described = f"{type(vae).__name__} with weights {self._autoencoder().fingerprint()}"
         return (described, self.patch_size_, self.latent_channels_, self.factor_)
+
+
+MIN_VECTORS_PER_DIMENSION = 10
+"""Patch vectors per dimension under which ``fit`` warns that a covariance is unreliable."""
+
+SIZE_RATIO = 2.0
+"""How far (as a factor of the side) images may be from those of the fit before a warning."""
 
 
 def _fitted_state(operator: LatentOTTransformer) -> list[str]:
