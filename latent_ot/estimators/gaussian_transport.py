@@ -14,16 +14,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ..gaussian import STOCHASTIC_MODES, GaussianMap, fit_gaussian_map, scale_noise, w2_distance
-from ..serialization import (
-    json_params,
-    params_from_file,
-    read_operator,
-    stats_from_tensors,
-    stats_tensors,
-    write_operator,
-)
+from ..serialization import read_operator, write_operator
 from ..stats import GaussianStats
 from ..validation import ALPHA, RANDOM_STATE, check_constraints, check_params, torch_generator
+from ._file_state import json_params, params_from_file, stats_from_tensors, stats_tensors
 
 __all__ = ["GaussianOTTransformer"]
 

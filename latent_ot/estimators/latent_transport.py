@@ -29,16 +29,10 @@ from ..pipeline.statistics import image_batches, latent_patch_stats, name_of, st
 from ..priors import NaturalPrior, has_builtin_prior, load_prior, restored_image_side
 from ..provenance import autoencoder_provenance, check_same_autoencoder
 from ..recipes import PAPER, PAPER_MAP, auto_map, auto_patch_size
-from ..serialization import (
-    json_params,
-    params_from_file,
-    read_operator,
-    stats_from_tensors,
-    stats_tensors,
-    write_operator,
-)
+from ..serialization import read_operator, write_operator
 from ..stats import GaussianStats
 from ..validation import ALPHA, RANDOM_STATE, check_constraints, check_params, torch_generator
+from ._file_state import json_params, params_from_file, stats_from_tensors, stats_tensors
 from .gaussian_transport import GaussianOTTransformer
 
 __all__ = ["MAX_LOW_FREQUENCY_SIGMA", "LatentOTTransformer"]
