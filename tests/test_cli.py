@@ -515,7 +515,7 @@ def test_skipped_metrics_are_noted_once_for_a_whole_sweep(
     assert skipped == [
         "skipped fid, kid, is, lpips: torch-fidelity/torchvision not installed; "
         'pip install "latent-ot[metrics]"'
-    ]
+    ]  # one short line for the whole sweep
 
 
 # -- help, usage and errors ----------------------------------------------------------------------

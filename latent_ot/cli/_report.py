@@ -106,35 +106,36 @@ def _module_of(filename: str) -> str | None:
 
 
 def skipped_note(skipped: Sequence[MetricSkippedWarning]) -> list[str]:
-    """The skipped metrics in as few lines as they have remedies.
+    """The skipped metrics in one short line: which ones, why when they share one reason, and
+    the command that installs what they need (the warnings themselves carry the details).
 
     Examples
     --------
-    >>> remedy = 'pip install "latent-ot[metrics]"'
+    >>> remedy = 'pip install "latent-ot[metrics]" (or pip install torch-fidelity), or pass x'
     >>> skipped_note([
     ...     MetricSkippedWarning("fid", "torch-fidelity not installed", remedy),
     ...     MetricSkippedWarning("kid", "torch-fidelity not installed", remedy),
     ...     MetricSkippedWarning("lpips", "torchvision not installed", remedy),
     ... ])
-    ['skipped fid, kid (torch-fidelity not installed), lpips (torchvision not installed); pip install "latent-ot[metrics]"']
+    ['skipped fid, kid, lpips: pip install "latent-ot[metrics]"']
     >>> skipped_note([MetricSkippedWarning("is", "no network", "")])
     ['skipped is: no network']
-    """  # noqa: E501 (a doctest's output is one line)
-    by_remedy: dict[str, dict[str, list[str]]] = {}
-    for warning in skipped:
-        metrics = by_remedy.setdefault(warning.remedy, {}).setdefault(warning.reason, [])
-        if warning.metric not in metrics:
-            metrics.append(warning.metric)
-    lines = []
-    for remedy, by_reason in by_remedy.items():
-        if len(by_reason) == 1:
-            ((reason, metrics),) = by_reason.items()
-            line = f"skipped {', '.join(metrics)}: {reason}"
-        else:
-            why = (f"{', '.join(metrics)} ({reason})" for reason, metrics in by_reason.items())
-            line = f"skipped {', '.join(why)}"
-        lines.append(f"{line}; {remedy}" if remedy else line)
-    return lines
+    >>> skipped_note([])
+    []
+    """
+    if not skipped:
+        return []
+    metrics = ", ".join(dict.fromkeys(warning.metric for warning in skipped))
+    reasons = set(warning.reason for warning in skipped)
+    remedies = dict.fromkeys(_command_of(w.remedy) for w in skipped if w.remedy)
+    why = [next(iter(reasons))] if len(reasons) == 1 else []
+    return [f"skipped {metrics}: {'; '.join([*why, *remedies])}"]
+
+
+def _command_of(remedy: str) -> str:
+    """The first way a remedy offers (``'pip install X (or ...), or pass ...'`` -> its
+    command), which fits a one-line note."""
+    return remedy.split(" (or ")[0].split(", or ")[0]
 
 
 def measure_and_report(
