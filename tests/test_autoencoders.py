@@ -992,3 +992,19 @@ def test_memory_budget_is_checked(tiny_taesd_dir, budget, error, message, monkey
     assert ae.memory_budget == 2 * 10**9  # a refused setting changes nothing
     assert ae.set_tiling(256).memory_budget is None  # only "auto" tiles by memory
     assert PixelAutoencoder().memory_budget is None and not PixelAutoencoder().will_tile(8, 8)
+
+
+def test_a_kernel_missing_in_half_precision_names_the_dtype_to_change(tiny_kl_model, monkeypatch):
+    ae = load_autoencoder(copy.deepcopy(tiny_kl_model), dtype=torch.bfloat16)
+
+    def no_kernel(images, generator=None):
+        raise RuntimeError("pack_vnni2 is only supported when avx512 is supported")
+
+    monkeypatch.setattr(ae, "_encode", no_kernel)
+    with pytest.raises(RuntimeError) as info:
+        ae.encode(_images(size=16))
+    assert str(info.value) == (
+        f"dtype: {ae.name} cannot encode in torch.bfloat16 on cpu with this torch build and "
+        "processor (pack_vnni2 is only supported when avx512 is supported); load it with "
+        "dtype=torch.float32"
+    )

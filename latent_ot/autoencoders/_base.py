@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..devices import resolve_dtype
+from ..exceptions import first_line
 from ._layout import _check_memory_format, _resolve_memory_format, _torch_format
 from ._tiling import _in_chunks, _one_image_at_a_time, _Tiling
 
@@ -220,7 +221,18 @@ class Autoencoder(_Tiling, ABC):
             raise ValueError(f"{kind} must be finite: they hold NaN or infinite values")
         layout = _torch_format(self.memory_format)
         with torch.inference_mode():
-            outputs = run(inputs.to(self.device, self.dtype, memory_format=layout), *args)
+            try:
+                outputs = run(inputs.to(self.device, self.dtype, memory_format=layout), *args)
+            except RuntimeError as err:
+                if self.dtype not in _HALF_DTYPES:
+                    raise
+                # Some kernels exist in half precision only on some processors (torch's
+                # bfloat16 attention needs AVX-512 on the CPU): say which setting to change.
+                raise RuntimeError(
+                    f"dtype: {self.name} cannot {what} in {self.dtype} on {self.device} with "
+                    f"this torch build and processor ({first_line(err)}); load it with "
+                    "dtype=torch.float32"
+                ) from err
             if _all_finite(outputs):
                 return outputs
         retried = self.dtype in _HALF_DTYPES
