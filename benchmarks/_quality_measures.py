@@ -123,15 +123,24 @@ class RDNFeatures(_PixelCache):
     ----------
     model_json : Path
         The RDN x2's ``model.json``.
+    crop : int, optional
+        Embed only the central ``crop`` px square of each image (the whole image when None
+        or larger): the network's cost grows with the pixels, and the pooled statistics of
+        a smaller center are a noisier estimate of the same thing.
     """
 
-    def __init__(self, model_json: Path) -> None:
+    def __init__(self, model_json: Path, crop: int | None = None) -> None:
         from _learned_sr import LayersModel
 
         super().__init__()
         self._model = LayersModel(model_json)
+        self._crop = crop
 
     def _embed(self, pixels: np.ndarray) -> np.ndarray:
+        if self._crop is not None:
+            height, width = pixels.shape[:2]
+            top, left = max(height - self._crop, 0) // 2, max(width - self._crop, 0) // 2
+            pixels = pixels[top : top + self._crop, left : left + self._crop]
         with torch.inference_mode():
             x = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float()
             features = self._model(x, RDN_LAYER)[0].double().flatten(1)

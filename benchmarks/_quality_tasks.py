@@ -22,8 +22,6 @@ cached on disk (`cached_restore`), keyed by the task, the seed, the image's name
 from __future__ import annotations
 
 import hashlib
-import io
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -32,12 +30,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from latent_ot.apps.restoration import non_local_means
+from latent_ot.apps import restoration
+from latent_ot.apps.restoration import (
+    RestorationTask,
+    bicubic_resize,
+    image_rng,
+    to_uint8,
+)
 
 FACTOR = 8  # TAEF2's downsampling factor
-SIGMA = 50 / 255  # denoising: Gaussian noise std on pixels in [0, 1]
-SCALE = 4  # super-resolution factor
-JPEG_QUALITY = 10
 SPLITS = ("validation", "test")
 VALIDATION_WIKIPEDIA = tuple(f"{number:03d}" for number in range(36, 43))
 TEST_WIKIPEDIA = tuple(f"{number:03d}" for number in range(43, 50))
@@ -45,21 +46,29 @@ TEST_WIKIPEDIA = tuple(f"{number:03d}" for number in range(43, 50))
 
 @dataclass(frozen=True)
 class Task:
-    """A degradation and the classical restorer whose output is the ``alpha = 1`` point.
+    """A classical task of `latent_ot.apps.restoration`, its restored image as uint8.
 
     Attributes
     ----------
     name : str
         Names the task's output folder and its rows of the summary.
-    restorer : str
-        What the restorer is, for tables and figures.
-    degrade_and_restore : callable
-        ``(clean uint8 image, numpy Generator) -> restored uint8 image`` of the same size.
+    restoration : latent_ot.apps.restoration.RestorationTask
+        The degradation and the classical restorer whose output is the ``alpha = 1`` point,
+        at the paper's settings (`restoration.TASKS`): one definition for the demo, the
+        examples and this benchmark.
     """
 
     name: str
-    restorer: str
-    degrade_and_restore: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    restoration: RestorationTask
+
+    @property
+    def restorer(self) -> str:
+        """What the restorer is, for tables and figures."""
+        return self.restoration.restored_label
+
+    def degrade_and_restore(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``(clean uint8 image, numpy Generator) -> restored uint8 image`` of the same size."""
+        return to_uint8(self.restoration.degrade_and_restore(clean, rng)[1])
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,7 @@ class LearnedTask:
         def degrade_and_restore(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             height, width = clean.shape[:2]
             scale = upscaler.scale
-            small = _resize(clean, width // scale, height // scale)
+            small = to_uint8(bicubic_resize(clean, width // scale, height // scale))
             return _fit_size(upscaler(small), height, width)
 
         return degrade_and_restore
@@ -106,38 +115,6 @@ def _fit_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(image, pad, mode="edge") if any(p[1] for p in pad) else image
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Float pixels in [0, 1] (clipped) to uint8."""
-    return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
-
-
-def denoise_nlm(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Add unclipped Gaussian noise of std 50/255, remove it with non-local means."""
-    noisy = clean / 255 + rng.normal(0.0, SIGMA, clean.shape)
-    return to_uint8(non_local_means(noisy, SIGMA))
-
-
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
-
-
-def bicubic_x4(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Bicubic downscaling by 4, then bicubic upscaling back (Pillow; no randomness)."""
-    height, width = clean.shape[:2]
-    return _resize(_resize(clean, width // SCALE, height // SCALE), width, height)
-
-
-def jpeg_q10(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Encode at JPEG quality 10 and decode (Pillow's libjpeg): the decoded JPEG is the
-    restored image. A mild classical deblocking (total variation, skimage's Chambolle at
-    weight 0.02) gained 0.5 dB on CBSD68 but left the blocks visible: not clearly better."""
-    buffer = io.BytesIO()
-    Image.fromarray(clean).save(buffer, "JPEG", quality=JPEG_QUALITY)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB"))
-
-
 LEARNED = (
     LearnedTask("learned_sr_x4", "learned SR x4 (esrgan-medium, RDN)", "esrgan-medium-x4"),
     LearnedTask("learned_sr_x2", "learned SR x2 (esrgan-thick, RRDN)", "esrgan-thick-x2"),
@@ -146,9 +123,7 @@ TASKS: dict[str, Task | LearnedTask] = {
     task.name: task
     for task in (
         *LEARNED,
-        Task("denoising", "non-local means (sigma 50)", denoise_nlm),
-        Task("super_resolution", "bicubic x4", bicubic_x4),
-        Task("jpeg", "decoded JPEG (q 10)", jpeg_q10),
+        *(Task(name, task) for name, task in restoration.TASKS.items()),
     )
 }
 
@@ -177,11 +152,6 @@ def cached_restore(
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(restored).save(path)
     return restored
-
-
-def image_rng(seed: int, name: str) -> np.random.Generator:
-    """The degradation's generator for one image: fixed by the seed and the image's name."""
-    return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
 def read_image(path: Path, max_side: int | None = None) -> np.ndarray:

@@ -7,13 +7,16 @@ images and the built-in prior transports them at 5 alphas (``sweep``); the outpu
 measured against the clean photos as ``latent-ot sweep --reference`` does: PSNR, SSIM and
 latent W2 at the operator's patch size, the references measured once
 (`latent_ot.metrics.Evaluator`). Prints the transport time, the metrics time, their ratio,
-and the peak resident memory of the process (``ru_maxrss`` of a fresh child process).
+and the peak resident memory of a fresh child process (``ru_maxrss``) after the transport
+and at the end, which tells whether measuring raised it.
 
-Run: ``python benchmarks/evaluation.py``.
+Run: ``python benchmarks/evaluation.py --threads 1`` (``--threads``: torch's CPU threads, by
+default its own choice).
 """
 
 from __future__ import annotations
 
+import argparse
 import resource
 import subprocess
 import sys
@@ -59,10 +62,15 @@ def restored(photo):
     return small.resize(photo.size, Image.Resampling.BICUBIC)
 
 
-def child() -> None:
+def child(threads: int | None) -> None:
     """Fit, sweep and measure; prints the timings."""
+    import torch
+
     from latent_ot import LatentOTTransformer
     from latent_ot.metrics import Evaluator
+
+    if threads:
+        torch.set_num_threads(threads)
 
     clean = clean_photos()
     inputs = [restored(photo) for photo in clean]
@@ -70,6 +78,7 @@ def child() -> None:
     start = time.perf_counter()
     outputs = operator.sweep(inputs, ALPHAS)
     transport = time.perf_counter() - start
+    peak_transport = peak_gb()
 
     start = time.perf_counter()
     evaluator = Evaluator(
@@ -88,15 +97,27 @@ def child() -> None:
     print(f"transport (sweep): {transport:.1f} s")
     print(f"metrics (psnr, ssim, latent W2 p={operator.patch_size_}): {metrics:.1f} s")
     print(f"metrics / transport: {metrics / transport:.2f}")
+    print(
+        f"peak resident memory after fit and sweep: {peak_transport:.2f} GB, at the end: ", end=""
+    )
+    print(f"{peak_gb():.2f} GB (GB = 1e9 bytes)")
 
 
-def main() -> None:
-    if sys.argv[1:] == ["--child"]:
-        child()
+def peak_gb() -> float:
+    """This process's peak resident memory so far, in GB (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.threads)
         return
-    subprocess.run([sys.executable, __file__, "--child"], check=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # KiB on Linux
-    print(f"peak resident memory: {peak:.2f} GB")
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    subprocess.run([sys.executable, __file__, "--child", *threads], check=True)
 
 
 if __name__ == "__main__":

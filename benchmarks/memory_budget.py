@@ -16,7 +16,7 @@ estimated not to fit in the memory available now, it is not run and the table sa
 
 Usage::
 
-    python benchmarks/memory_budget.py                                  # CPU: 512 and 1024 px
+    python benchmarks/memory_budget.py --threads 1                      # CPU: 512 and 1024 px
     python benchmarks/memory_budget.py --sizes 2048 --models taef2 --repeats 1
     python benchmarks/memory_budget.py --device cuda --dtype float16 --sizes 1024 2048 4096
 """
@@ -117,6 +117,8 @@ def child(case: dict) -> dict:
 
     device, dtype, size = case["device"], case["dtype"], case["size"]
     cuda = device.startswith("cuda")
+    if case["threads"]:
+        torch.set_num_threads(case["threads"])
     model = build_model(case["model"], device, dtype)
     tiled = False
     if case["path"] == "package":
@@ -172,7 +174,13 @@ def plan(model: str, size: int, device: str, dtype: str) -> dict:
 
 
 def measure(model: str, size: int, args) -> dict:
-    case = {"model": model, "size": size, "device": args.device, "dtype": args.dtype}
+    case = {
+        "model": model,
+        "size": size,
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": args.threads,
+    }
     row = {"model": model, "size": size, **plan(model, size, args.device, args.dtype)}
     paths = PATHS if row["plain_fits"] else ("package",)
     runs: dict[str, list[dict]] = {path: [] for path in paths}
@@ -231,13 +239,18 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="passes of each path, in turns")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
-    print(f"device {args.device}, {args.dtype}; best of {args.repeats} in turns; GB = 1e9 bytes")
+    threads = args.threads or "torch's default"
+    print(
+        f"device {args.device}, {args.dtype}, threads {threads}; best of {args.repeats} in turns; "
+        "GB = 1e9 bytes"
+    )
     print("est: the package's estimate of one whole pass; peak: above the child's start")
     print(HEADER)
     rows = []

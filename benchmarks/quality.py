@@ -12,13 +12,14 @@ images at all), it
    ``wikipedia-photos`` 036 to 042, where options and defaults are chosen; ``test``:
    ``wikipedia-photos`` 043 to 049, Set5 and the CBSD68 images no fit uses, for the report
    and nothing else) for every alpha at once (`LatentOTTransformer.sweep`); the restorer's
-   output is ``alpha = 1``. Cycle-spinning variants (`CYCLE_SPINS`) transport the image at
-   several sub-latent shifts and average;
+   output is ``alpha = 1``. The ``shifts-N`` variants are cycle spinning,
+   ``LatentOTTransformer(shifts=N)``: the image transported at N sub-latent shifts, averaged;
 3. measures PSNR and SSIM against the clean images, the latent-grid score
    (`latent_ot.metrics.latent_grid_score`), the Frechet distance and KID of 256 px crops in
    two feature networks, MobileNet-v1 embeddings and pooled deep features of an RDN x2
-   that nothing here was tuned on (perceptual surrogates; real FID/KID too where
-   torch-fidelity and its weights are present) and the no-reference BRISQUE score;
+   that nothing here was tuned on (perceptual surrogates, the RDN on the central
+   ``--rdn-crop`` px of each crop; real FID/KID too where torch-fidelity and its weights are
+   present) and the no-reference BRISQUE score;
 4. writes, under ``--output/<split>``: per run ``<task>/<variant>-<natural>/`` the table
    over alpha (``table.md``, ``table.csv``), the perception-distortion curve, collages of
    crops of every test image at each alpha and, at 2x zoom (nearest neighbour), of each
@@ -53,6 +54,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _quality_figures import write_collages
 from _quality_measures import (
     EMBEDDING_MODEL,
     RDN_MODEL,
@@ -65,11 +67,10 @@ from _quality_measures import (
     measure,
     summary_numbers,
 )
-from _quality_tasks import SPLITS, TASKS, TaskImages, center_crop, prepare
-from PIL import Image, ImageDraw
+from _quality_tasks import SPLITS, TASKS, TaskImages, prepare
 
 from latent_ot import GaussianOTTransformer, LatentOTTransformer
-from latent_ot.apps.reports import collage, plot_perception_distortion, write_csv, write_markdown
+from latent_ot.apps.reports import plot_perception_distortion, write_csv, write_markdown
 from latent_ot.autoencoders import load_autoencoder
 from latent_ot.cli import parse_alphas
 from latent_ot.metrics import latent_grid_score
@@ -109,15 +110,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "low-pass-3": {"low_frequency_sigma": 3.0},
     "low-pass-8": {"low_frequency_sigma": 8.0},
     "patch-3-low-pass-8": {"patch_size": 3, "low_frequency_sigma": 8.0},
+    # Cycle spinning: the image transported at 1, 2, 4 or 16 shifts of a fraction of the 8 px
+    # latent grid (reflect-padded), shifted back and averaged; N shifts cost N transforms.
+    **{f"shifts-{n}": {"shifts": n} for n in (1, 2, 4, 16)},
 }
-# Cycle spinning: the defaults, the image transported at sub-latent shifts (rows, columns) of
-# the 8 px latent grid (reflect-padded), shifted back and averaged.
-CYCLE_SPINS: dict[str, tuple[tuple[int, int], ...]] = {
-    "cycle-spin-2": ((0, 0), (4, 4)),
-    "cycle-spin-4": ((0, 0), (0, 4), (4, 0), (4, 4)),
-    "cycle-spin-16": tuple((dy, dx) for dy in range(0, 8, 2) for dx in range(0, 8, 2)),
-}
-VARIANTS.update({name: {} for name in CYCLE_SPINS})
 # Variants that only make sense with some sources of natural statistics.
 VARIANT_NATURALS: dict[str, tuple[str, ...]] = {"paper": ("cbsd68",)}
 NATURALS = ("cbsd68", "prior")
@@ -126,8 +122,9 @@ QUICK_ALPHAS = (0.0, 0.5, 1.0)
 # --quick: the defaults a user gets (the built-in prior), 256 px crops, the two x4
 # super-resolution tasks (learned and bicubic); the learned x2 network is the slowest restorer.
 QUICK_TASKS = ("learned_sr_x4", "super_resolution")
-FINE_CROP = 96  # px of the fine-structure crops, shown at 2x zoom
-COLLAGE_ROWS = 4  # test images per collage
+# The RDN judge's side in --quick: its features cost about 16x those of MobileNet per 256 px
+# crop and dominated the quick run; the central 128 px of each crop cost a quarter.
+QUICK_RDN_CROP = 128
 # The columns of summary.md (summary.csv has them all).
 SUMMARY_SHOWN = (
     "task", "variant", "natural", "restorer_psnr", "restorer_kid", "best_alpha", "best_kid",
@@ -168,12 +165,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"crops of 256 px, alphas 0, 0.5, 1, the prior, tasks {' '.join(QUICK_TASKS)}",
+        help=f"crops of 256 px, alphas 0, 0.5, 1 and the default, the prior, the RDN judge on "
+        f"{QUICK_RDN_CROP} px, tasks {' '.join(QUICK_TASKS)}",
     )
     parser.add_argument(
         "--alphas",
         type=parse_alphas,
-        help="START:STOP:STEP or comma-separated (write --alphas=-0.5,0,1); 0 and 1 always added",
+        help="START:STOP:STEP or comma-separated (write --alphas=-0.5,0,1); 0, the default "
+        "alpha and 1 always added",
     )
     parser.add_argument(
         "--size", type=int, help="max side of the test images' center crops (default 512)"
@@ -181,20 +180,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-fit", type=int, default=10, help="CBSD68 images per fit set")
     parser.add_argument("--crop-size", type=int, default=256, help="crops of FD and KID")
     parser.add_argument("--collage-crop", type=int, default=192, help="crops of the collages")
+    parser.add_argument(
+        "--rdn-crop",
+        type=int,
+        help="px of the center of each crop the RDN judge sees (default: --crop-size; "
+        f"{QUICK_RDN_CROP} with --quick)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default torch's; 1 on a busy machine)"
     )
     args = parser.parse_args(argv)
-    args.alphas = sorted({*(args.alphas or (QUICK_ALPHAS if args.quick else ALPHAS)), 0.0, 1.0})
+    args.default_alpha = float(LatentOTTransformer().alpha)
+    # 0 (the transport alone), the default and 1 (the restorer) are always measured.
+    wanted = args.alphas or (QUICK_ALPHAS if args.quick else ALPHAS)
+    args.alphas = sorted({*wanted, 0.0, args.default_alpha, 1.0})
     args.size = args.size or (256 if args.quick else 512)
     args.tasks = args.tasks or list(QUICK_TASKS if args.quick else TASKS)
     args.natural = args.natural or ("prior" if args.quick else "both")
-    args.default_alpha = float(LatentOTTransformer().alpha)
+    args.rdn_crop = args.rdn_crop or (QUICK_RDN_CROP if args.quick else args.crop_size)
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
-    for name in ("size", "crop_size", "collage_crop"):
+    for name in ("size", "crop_size", "collage_crop", "rdn_crop"):
         value = getattr(args, name)
         if value < 8:
             parser.error(f"--{name.replace('_', '-')} must be at least 8 px, got {value}")
@@ -209,9 +217,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 Measures = tuple[dict[str, Any], "Brisque | None", bool]
 
 
-def build_measures(shared: Path) -> Measures:
-    """The feature networks (name -> network), the BRISQUE scorer and whether real FID/KID
-    run; says what is left out and why."""
+def build_measures(shared: Path, rdn_crop: int | None = None) -> Measures:
+    """The feature networks (name -> network; the RDN sees the central ``rdn_crop`` px), the
+    BRISQUE scorer and whether real FID/KID run; says what is left out and why."""
     extractors: dict[str, Any] = {}
     brisque = None
     try:
@@ -221,7 +229,7 @@ def build_measures(shared: Path) -> Measures:
     except ValueError as error:  # the interpreter's word for a missing or broken file
         print(f"MobileNet FD/KID skipped: {shared / EMBEDDING_MODEL}: {error}")
     if (shared / RDN_MODEL).is_file():
-        extractors["rdn"] = RDNFeatures(shared / RDN_MODEL)
+        extractors["rdn"] = RDNFeatures(shared / RDN_MODEL, crop=rdn_crop)
     else:
         print(f"RDN FD/KID skipped: no {shared / RDN_MODEL}")
     try:
@@ -269,40 +277,6 @@ def fit_operator(
         ) from error
 
 
-def spun_sweep(
-    operator: LatentOTTransformer,
-    images: list[np.ndarray],
-    alphas: Sequence[float],
-    shifts: Sequence[tuple[int, int]] = ((0, 0),),
-    period: int = 8,
-) -> list[list[np.ndarray]]:
-    """`LatentOTTransformer.sweep` with cycle spinning: for each ``(dy, dx)`` shift, each
-    image reflect-padded by ``dy`` rows on top and ``dx`` columns on the left (and by the
-    rest of ``period`` at the bottom and right, so that its size stays a multiple of the
-    latent grid), transported, cropped back; the outputs averaged over the shifts.
-
-    The latent grid then falls at a different place of the image in each pass, and the
-    average spreads the grid's pattern over the shifts' phases. One shift ``(0, 0)`` is the
-    plain sweep, bit for bit.
-    """
-    if tuple(shifts) == ((0, 0),):
-        return operator.sweep(images, alphas)
-    sums = [[np.zeros(image.shape) for image in images] for _ in alphas]
-    for dy, dx in shifts:
-        pad = ((dy, (period - dy) % period), (dx, (period - dx) % period), (0, 0))
-        padded = [np.pad(image, pad, mode="reflect") for image in images]
-        for total, outputs in zip(sums, operator.sweep(padded, alphas), strict=True):
-            for k, (image, output) in enumerate(zip(images, outputs, strict=True)):
-                height, width = image.shape[:2]
-                total[k] += output[dy : dy + height, dx : dx + width]
-    return [[to_uint8_mean(total, len(shifts)) for total in totals] for totals in sums]
-
-
-def to_uint8_mean(total: np.ndarray, count: int) -> np.ndarray:
-    """A sum of ``count`` uint8 images back to their mean, rounded to uint8."""
-    return np.clip(np.round(total / count), 0, 255).astype(np.uint8)
-
-
 def run_one(
     operator: LatentOTTransformer,
     images: TaskImages,
@@ -311,7 +285,6 @@ def run_one(
     args: argparse.Namespace,
     measures: Measures,
     clean_kid: float,
-    shifts: Sequence[tuple[int, int]] = ((0, 0),),
 ) -> dict[str, Any]:
     """Fit, sweep, measure and write one (task, variant, natural); returns its summary."""
     extractors, brisque, inception = measures
@@ -320,7 +293,7 @@ def run_one(
     operator = fit_operator(operator, images, natural)
     times["fit_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    outputs = spun_sweep(operator, images.restored, args.alphas, shifts)
+    outputs = operator.sweep(images.restored, args.alphas)
     times["sweep_s"] = time.perf_counter() - start
     times["sweep_s_per_image"] = times["sweep_s"] / len(images.restored)
     start = time.perf_counter()
@@ -375,95 +348,7 @@ def write_run(
         )
         if curve is not None:
             curve.save(folder / "perception_distortion_kid_mobilenet.png")
-    for page, start in enumerate(range(0, len(images.names), COLLAGE_ROWS), start=1):
-        picked = range(start, min(start + COLLAGE_ROWS, len(images.names)))
-        write_collage(outputs, images, picked, args, folder / f"collage_{page:02d}.png")
-        write_fine_collage(outputs, images, picked, args, folder / f"fine_{page:02d}.png")
-
-
-def write_collage(
-    outputs: list[list[np.ndarray]],
-    images: TaskImages,
-    picked: range,
-    args: argparse.Namespace,
-    path: Path,
-) -> None:
-    """Center crops of the ``picked`` test images: clean, then every alpha from 1 down."""
-    order = sorted(range(len(args.alphas)), key=lambda k: -args.alphas[k])
-    titles = ["clean"] + [
-        f"alpha={args.alphas[k]:g}" + (" (restorer)" if args.alphas[k] == 1.0 else "")
-        for k in order
-    ]
-    rows = {}
-    for i in picked:
-        label = images.names[i].replace("wikipedia-photos/", "wiki ").replace("Set14/", "")
-        row = [images.clean[i]] + [outputs[k][i] for k in order]
-        rows[label] = [center_crop(image, args.collage_crop) for image in row]
-    collage(rows, titles).save(path, optimize=True)
-
-
-def finest_window(image: np.ndarray, size: int, step: int = 16) -> tuple[int, int]:
-    """The top left corner of the ``size`` px square of ``image`` with the most fine
-    structure: the largest mean absolute Laplacian of the grey levels, on a ``step`` grid."""
-    grey = image.astype(np.float64).mean(axis=2)
-    laplacian = np.abs(
-        4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
-    )
-    size = min(size, *laplacian.shape)
-    corners = [
-        (top, left)
-        for top in range(0, laplacian.shape[0] - size + 1, step)
-        for left in range(0, laplacian.shape[1] - size + 1, step)
-    ]
-    return max(corners, key=lambda c: laplacian[c[0] : c[0] + size, c[1] : c[1] + size].mean())
-
-
-def zoomed_grid(rows: dict[str, list[np.ndarray]], titles: Sequence[str], zoom: int) -> Image.Image:
-    """Equal-size tiles, each enlarged ``zoom`` times by nearest neighbour (every pixel
-    shown as a block, nothing resampled), with a title above each column and a label above
-    each row."""
-    tiles = [[tile.repeat(zoom, 0).repeat(zoom, 1) for tile in row] for row in rows.values()]
-    height, width = tiles[0][0].shape[:2]
-    gap, text = 4, 14
-    canvas = Image.new(
-        "RGB",
-        (len(titles) * (width + gap), len(rows) * (height + text + gap) + text),
-        "white",
-    )
-    draw = ImageDraw.Draw(canvas)
-    for column, title in enumerate(titles):
-        draw.text((column * (width + gap) + 2, 0), title, fill="black")
-    for r, (label, row) in enumerate(zip(rows, tiles, strict=True)):
-        top = text + r * (height + text + gap)
-        draw.text((2, top), label, fill="black")
-        for column, tile in enumerate(row):
-            canvas.paste(Image.fromarray(tile), (column * (width + gap), top + text))
-    return canvas
-
-
-def write_fine_collage(
-    outputs: list[list[np.ndarray]],
-    images: TaskImages,
-    picked: range,
-    args: argparse.Namespace,
-    path: Path,
-) -> None:
-    """Each picked image's finest ``FINE_CROP`` px square at 2x zoom: clean, the restorer,
-    the default alpha and alpha 0."""
-    wanted = sorted({1.0, args.default_alpha, 0.0}, reverse=True)
-    columns = [args.alphas.index(alpha) for alpha in wanted if alpha in args.alphas]
-    titles = ["clean"] + [f"alpha={args.alphas[k]:g}" for k in columns]
-    rows = {}
-    for i in picked:
-        top, left = finest_window(images.clean[i], FINE_CROP)
-        size = min(FINE_CROP, *images.clean[i].shape[:2])
-
-        def crop(image: np.ndarray) -> np.ndarray:
-            return image[top : top + size, left : left + size]  # noqa: B023 (used at once)
-
-        row = [images.clean[i]] + [outputs[k][i] for k in columns]
-        rows[images.names[i]] = [crop(image) for image in row]
-    zoomed_grid(rows, titles, zoom=2).save(path, optimize=True)
+    write_collages(outputs, images, args.alphas, args.default_alpha, folder, args.collage_crop)
 
 
 def clean_baseline(
@@ -524,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args.output.mkdir(parents=True, exist_ok=True)
     command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv)
     (args.output / "command.txt").write_text(command + "\n", encoding="utf-8")
-    measures = build_measures(args.shared)
+    measures = build_measures(args.shared, args.rdn_crop)
     summary: list[dict[str, Any]] = []
     baseline: dict[str, float] = {}
     prior_missing = False
@@ -557,7 +442,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     args,
                     measures,
                     baseline.get("clean_kid_mobilenet", math.nan),
-                    CYCLE_SPINS.get(variant, ((0, 0),)),
                 )
             except PriorUnavailable as error:
                 print(f"natural=prior skipped for the whole run: {error}")

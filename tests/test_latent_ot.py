@@ -50,7 +50,8 @@ def random_images(seed: int, sizes, *, contrast: float = 1.0) -> list[np.ndarray
 def pixel_fit():
     restored = random_images(0, [(24, 24)] * 3, contrast=0.5)
     natural = random_images(1, [(20, 28)] * 3, contrast=1.5)
-    return LatentOTTransformer(vae="pixel", random_state=0).fit(restored, natural), restored
+    dot = LatentOTTransformer(vae="pixel", alpha=0.0, random_state=0)
+    return dot.fit(restored, natural), restored
 
 
 # -- one implementation of the math --------------------------------------------------------------
@@ -321,15 +322,15 @@ def test_clone_params_pipeline_and_not_fitted(pixel_fit):
     params = dot.get_params()
     assert params["vae"] == "pixel" and params["patch_size"] == "auto"
     assert dot.patch_size_ == 3 and dot.patch_dim_ == 27  # "auto" for 3 channels
-    copy = clone(dot).set_params(patch_size=2, alpha=0.25)
-    assert copy.patch_size == 2 and copy.alpha == 0.25 and not hasattr(copy, "gaussian_ot_")
+    copy = clone(dot).set_params(patch_size=2, alpha=0.5)
+    assert copy.patch_size == 2 and copy.alpha == 0.5 and not hasattr(copy, "gaussian_ot_")
     with pytest.raises(NotFittedError):
         copy.transform(restored[0])
 
     natural = random_images(1, [(20, 28)] * 3, contrast=1.5)
     to_float32 = FunctionTransformer(lambda images: [np.float32(image) for image in images])
     pipeline = Pipeline(
-        [("cast", to_float32), ("dot", LatentOTTransformer(vae="pixel", random_state=0))]
+        [("cast", to_float32), ("dot", LatentOTTransformer(vae="pixel", alpha=0.0, random_state=0))]
     )
     pipeline.fit(restored, natural)
     np.testing.assert_allclose(

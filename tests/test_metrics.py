@@ -666,6 +666,36 @@ def test_evaluator_measures_the_reference_once_and_streams_each_set():
         )
 
 
+def test_evaluator_encodes_inside_the_allocator_policy_of_its_autoencoder(monkeypatch):
+    import contextlib
+
+    from latent_ot import memory
+    from latent_ot.metrics import Evaluator
+
+    autoencoder = load_autoencoder("pixel")
+    inside, encoded_inside = [], []
+    encode = autoencoder.encode
+
+    @contextlib.contextmanager
+    def policy(owner):
+        assert owner is autoencoder
+        inside.append(True)
+        try:
+            yield True
+        finally:
+            inside.pop()
+
+    def recording_encode(pixels, generator=None):
+        encoded_inside.append(bool(inside))
+        return encode(pixels, generator)
+
+    monkeypatch.setattr(memory, "reusing_freed_memory", policy)
+    autoencoder.encode = recording_encode
+    evaluator = Evaluator(smooth_images(2), metrics=["latent_w2"], autoencoder=autoencoder)
+    evaluator(noise_images(2))
+    assert encoded_inside == [True] * 4  # the two references, then the two images
+
+
 class CapturingBar:
     """A stand-in for tqdm that records what each bar counted."""
 

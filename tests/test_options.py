@@ -82,7 +82,7 @@ def test_low_frequency_sigma_keeps_the_inputs_colours_and_changes_its_detail(pho
     natural = [photo, photo[::-1], photo[:, ::-1]]
     restored = [0.15 + 0.5 * image for image in natural]  # darker, duller
     test = 0.15 + 0.5 * np.clip(photo.transpose(1, 0, 2) + 0.05 * rng.random(photo.shape), 0, 1)
-    dot = LatentOTTransformer(vae="pixel", low_frequency_sigma=None, random_state=0)
+    dot = LatentOTTransformer(vae="pixel", alpha=0.0, low_frequency_sigma=None, random_state=0)
     plain = dot.fit(restored, natural).transform(test)
     kept = dot.set_params(low_frequency_sigma=3.0).transform(test)
     mean_colour = lambda image: image.reshape(-1, 3).mean(0)  # noqa: E731
@@ -149,7 +149,7 @@ def test_auto_rtol_drops_the_weak_directions_with_single_pixel_patches():
     restored, natural = nearly_grey_inputs()
 
     def fit(**params):
-        params = {"vae": "pixel", "patch_size": 1, "random_state": 0, **params}
+        params = {"vae": "pixel", "patch_size": 1, "alpha": 0.0, "random_state": 0, **params}
         return LatentOTTransformer(**params).fit(restored, natural)
 
     noisy_map = GaussianOTTransformer(rtol=0.05, noise_scale=1.0)

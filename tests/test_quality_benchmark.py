@@ -340,8 +340,8 @@ def test_brisque_scores_noise_as_worse(bench, shared_dir):
 
 def test_alphas_always_hold_both_ends_and_quick_is_smaller(bench, shared_dir):
     quality = bench.quality
-    args = quality.parse_args(["--shared", str(shared_dir), "--alphas=-0.5,0.25"])
-    assert args.alphas == [-0.5, 0.0, 0.25, 1.0]
+    args = quality.parse_args(["--shared", str(shared_dir), "--alphas=-0.5,0.75"])
+    assert args.alphas == sorted({-0.5, 0.0, args.default_alpha, 0.75, 1.0})
     quick = quality.parse_args(["--shared", str(shared_dir), "--quick"])
     full = quality.parse_args(["--shared", str(shared_dir)])
     assert len(quick.alphas) < len(full.alphas) and full.alphas == list(quality.ALPHAS)
@@ -393,6 +393,27 @@ def test_the_finest_window_holds_the_texture(bench):
     pixels = np.asarray(grid)
     tile = pixels[14 + 14 : 14 + 14 + 8, 0:8]  # the first tile, under the title and label
     np.testing.assert_array_equal(tile, np.full((8, 8, 3), 128))
+
+
+def test_collages_come_in_pages_and_the_fine_ones_show_the_default_alpha(bench, tmp_path):
+    figures = bench.figures
+    count, side = figures.COLLAGE_ROWS + 1, 32
+    clean = [np.full((side, side, 3), 10 * k, dtype=np.uint8) for k in range(count)]
+    images = bench.tasks.TaskImages([], [], [f"Set5/{k}" for k in range(count)], clean, clean)
+    alphas = [0.0, 0.25, 0.5, 1.0]
+    outputs = [[np.full_like(image, 40 * k) for image in clean] for k in range(len(alphas))]
+    figures.write_collages(outputs, images, alphas, 0.25, tmp_path, collage_crop=16)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "collage_01.png",
+        "collage_02.png",
+        "fine_01.png",
+        "fine_02.png",
+    ]
+    fine = np.asarray(Image.open(tmp_path / "fine_02.png").convert("RGB"))
+    # clean, alpha 1, 0.25 and 0 (not 0.5): four tiles of 2 x 32 px and their gaps; one row.
+    assert fine.shape[1] == 4 * (2 * side + 4)
+    tiles = [fine[-2 * side - 4 + 1, column * (2 * side + 4) + 1] for column in range(4)]
+    assert [int(tile[0]) for tile in tiles] == [40, 120, 40, 0]
 
 
 def test_a_missing_prior_is_reported_as_such(bench):

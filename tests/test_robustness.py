@@ -83,7 +83,7 @@ def test_fit_of_anything_fits_or_raises_a_documented_error(restored):
 def test_constant_images_give_a_defined_result():
     restored = [np.full((16, 16, 3), 0.25)] * 2
     natural = [np.full((16, 16, 3), 0.75)] * 2
-    dot = LatentOTTransformer(vae="pixel", low_frequency_sigma=None, random_state=0)
+    dot = LatentOTTransformer(vae="pixel", alpha=0.0, low_frequency_sigma=None, random_state=0)
     out = dot.fit(restored, natural).transform(restored[0])
     # Zero covariances: every patch moves to the natural mean.
     np.testing.assert_allclose(out, 0.75, atol=1e-6)
