@@ -26,8 +26,9 @@ def shared_dir() -> Path:
     """The benchmarks' data, ``../shared`` beside the repository (read where it lies)."""
     if not SHARED.is_dir():
         pytest.skip(
-            f"the benchmark data (feature network, learned restorers) is not at {SHARED}: "
-            "it is not part of the repository; set LATENT_OT_TEST_SHARED to its folder"
+            "the data of the benchmarks and examples (photo sets, feature network, learned "
+            f"restorers) is not at {SHARED}: it is not part of the repository; set "
+            "LATENT_OT_TEST_SHARED to its folder"
         )
     return SHARED
 
