@@ -327,7 +327,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         return self.sweep(images, [self.alpha])[0]
 
     def sweep(self, images, alphas) -> list:
-        """Outputs for several ``alpha`` values, running the autoencoder once per image.
+        """Outputs for several ``alpha`` values, encoding each image once (once per shift).
 
         Parameters
         ----------
