@@ -38,8 +38,9 @@ def temporary_path(target: Path) -> Path:
 def atomic_file(target: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary stream whose contents replace ``target`` when the block ends without error.
 
-    The data are flushed to disk (fsync) before the rename. On any error, or an interrupt,
-    the temporary file is removed and ``target`` is left as it was.
+    The data are flushed to disk (fsync) before the rename, and the folder after it, so
+    that the rename itself survives a power loss. On any error, or an interrupt, the
+    temporary file is removed and ``target`` is left as it was.
 
     Examples
     --------
@@ -64,6 +65,20 @@ def atomic_file(target: str | os.PathLike) -> Iterator[BinaryIO]:
     except BaseException:  # KeyboardInterrupt too: never leave a partial file behind
         temporary.unlink(missing_ok=True)
         raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename durable on POSIX. Best effort: the new file is already in place, and
+    # some systems (Windows, some network file systems) cannot sync a directory.
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike, names: Iterable[str]) -> list[Path]:

@@ -31,7 +31,6 @@ its bytes, for shared files (see the "Security and trust" page of the documentat
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -243,20 +242,6 @@ def _write_atomically(target: Path, data: bytes) -> None:
     # The one atomic write of the package: usual umask permissions, no partial file left.
     with atomic_file(target) as file:
         file.write(data)
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable on POSIX. Best effort: the new file is already in place,
-    # and some systems (Windows, some network file systems) cannot sync a directory.
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 # --------------------------------------------------------------------------------------------

@@ -170,11 +170,7 @@ OPERATOR_CASES = {
 def test_an_operator_file_is_checked_for_what_it_means(operator_file, tmp_path, case):
     edit, message = OPERATOR_CASES[case]
     path = _rewrite(operator_file, tmp_path / "bad.safetensors", edit)
-    with pytest.raises(OperatorFileError) as caught:
-        LatentOTTransformer.load(path)
-    prefix = f"cannot load operator file {str(path)!r}: "
-    assert str(caught.value).startswith(prefix)
-    assert re.fullmatch(message, str(caught.value)[len(prefix) :])
+    _assert_refused(LatentOTTransformer.load, path, message)
 
 
 def test_a_genuine_operator_and_its_stochastic_map_pass(operator_file, tmp_path):
@@ -249,8 +245,13 @@ PRIOR_CASES = {
 def test_a_prior_file_is_checked_for_what_it_means(prior_file, tmp_path, case):
     edit, message = PRIOR_CASES[case]
     path = _rewrite(prior_file, tmp_path / "bad.safetensors", edit)
+    _assert_refused(NaturalPrior.load, path, message)
+
+
+def _assert_refused(load, path, message: str) -> None:
+    """``load(path)`` raises an OperatorFileError naming the file, then ``message`` exactly."""
     with pytest.raises(OperatorFileError) as caught:
-        NaturalPrior.load(path)
+        load(path)
     prefix = f"cannot load operator file {str(path)!r}: "
     assert str(caught.value).startswith(prefix)
     assert re.fullmatch(message, str(caught.value)[len(prefix) :])
