@@ -3,7 +3,7 @@ policy, by which CPU autoencoder passes reuse the memory they free (glibc only).
 
 The budget: ``memory_budget="auto"`` of
 :meth:`~latent_ot.autoencoders.Autoencoder.set_tiling` is :func:`auto_memory_budget`,
-:data:`AUTO_BUDGET_FRACTION` of the memory free on the device at the moment an autoencoder
+:data:`AUTO_BUDGET_FRACTIONS` of the memory free on the device at the moment an autoencoder
 decides whether to tile (:func:`available_memory`), so that an image runs in one pass wherever
 its pass fits, and in tiles only where it would not. Where nothing can be read, the budget is
 :data:`FALLBACK_MEMORY_BUDGETS`. Since it follows the machine, the choice between one pass and
@@ -56,7 +56,7 @@ from typing import Any
 import torch
 
 __all__ = [
-    "AUTO_BUDGET_FRACTION",
+    "AUTO_BUDGET_FRACTIONS",
     "FALLBACK_MEMORY_BUDGETS",
     "MMAP_THRESHOLD_AFTER",
     "REUSE_ENV",
@@ -71,19 +71,26 @@ __all__ = [
 
 # ---- the memory budget of an autoencoder pass -----------------------------------------------
 
-AUTO_BUDGET_FRACTION = 0.5
+AUTO_BUDGET_FRACTIONS: Mapping[str, float] = MappingProxyType({"cpu": 0.8, "cuda": 0.5})
 """The share of the free memory of a device that one autoencoder pass may take with
-``memory_budget="auto"``: half.
+``memory_budget="auto"``, per device type (others: ``"cpu"``'s).
 
-Why half: the estimate that is compared with it
+Why not all of it: the estimate that is compared with it
 (:meth:`~latent_ot.autoencoders.Autoencoder.estimated_memory`) is a peak measured in one
-setting, and the same pass peaks higher with another memory layout or allocator state (the
-freed blocks that :func:`reusing_freed_memory` keeps); the rest of the process needs room too
-(the images read and written, their latents, the patch statistics, the next image being read);
-free memory is a snapshot that other processes may take from while the pass runs; and on the
-CPU it counts page cache that the kernel must first evict. Going over costs far more than tiling
-does: swapping, the kernel's out-of-memory killer, or on CUDA an out-of-memory error. A tiled
-pass takes at most half the budget per tile, so a quarter of the free memory.
+setting, and the same pass may peak a little higher with another memory layout or allocator
+state; the rest of the process needs room too (the images read and written, their latents,
+the patch statistics); and free memory is a snapshot that other processes may take from while
+the pass runs. Going over costs far more than tiling does: swapping, the kernel's
+out-of-memory killer, or on CUDA an out-of-memory error.
+
+Why 0.8 on the CPU: ``MemAvailable`` already leaves out what the kernel cannot reclaim, the
+estimates matched the measured peaks of the package's own passes to within a few percent
+(``benchmarks/README.md``, ``memory_budget.py``), and tiling an image that would have fit
+costs a third more time with the Stable Diffusion VAE, so the budget should stop only short of
+what the machine has. Why 0.5 on CUDA: the caching allocator's fragmentation and the
+convolution algorithms' workspaces, which depend on the GPU and the library versions, add to
+the estimate there, and an out-of-memory error ends the user's run. A tiled pass takes at most
+half the budget per tile.
 """
 
 FALLBACK_MEMORY_BUDGETS: Mapping[str, int] = MappingProxyType({"cpu": 2 * 10**9, "cuda": 6 * 10**9})
@@ -141,9 +148,9 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
 def auto_memory_budget(device: torch.device | str = "cpu") -> int:
     """The bytes one autoencoder pass on ``device`` may take with ``memory_budget="auto"``.
 
-    :data:`AUTO_BUDGET_FRACTION` of :func:`available_memory`, read now (at least one byte:
-    with nothing free, every image is tiled as finely as tiling goes); where that cannot be
-    read, :data:`FALLBACK_MEMORY_BUDGETS`.
+    :data:`AUTO_BUDGET_FRACTIONS` of :func:`available_memory` (by device type), read now (at
+    least one byte: with nothing free, every image is tiled as finely as tiling goes); where
+    that cannot be read, :data:`FALLBACK_MEMORY_BUDGETS`.
 
     Parameters
     ----------
@@ -162,7 +169,8 @@ def auto_memory_budget(device: torch.device | str = "cpu") -> int:
     available = available_memory(device)
     if available is None:
         return FALLBACK_MEMORY_BUDGETS.get(device.type, FALLBACK_MEMORY_BUDGETS["cpu"])
-    return max(1, int(available * AUTO_BUDGET_FRACTION))
+    fraction = AUTO_BUDGET_FRACTIONS.get(device.type, AUTO_BUDGET_FRACTIONS["cpu"])
+    return max(1, int(available * fraction))
 
 
 def _least(*values: int | None) -> int | None:

@@ -26,7 +26,7 @@ from latent_ot.autoencoders import (
 )
 from latent_ot.autoencoders.taesd import _taesd_decoder, _taesd_encoder
 from latent_ot.memory import (
-    AUTO_BUDGET_FRACTION,
+    AUTO_BUDGET_FRACTIONS,
     FALLBACK_MEMORY_BUDGETS,
     auto_memory_budget,
     available_memory,
@@ -271,6 +271,14 @@ def meminfo(available_bytes: int) -> str:
     return f"MemTotal: 99999999 kB\nMemAvailable: {available_bytes // 1024} kB\nCached: 1 kB\n"
 
 
+def available_for(budget: int) -> int:
+    """The least MemAvailable (whole kB) whose CPU budget is at least ``budget`` bytes."""
+    kilobytes = -(-budget // 1024)
+    while int(kilobytes * 1024 * AUTO_BUDGET_FRACTIONS["cpu"]) < budget:
+        kilobytes += 1
+    return kilobytes * 1024
+
+
 @pytest.fixture
 def machine(monkeypatch):
     """The platform as latent_ot.memory reads it, made up: the files it reads (path -> text),
@@ -314,9 +322,9 @@ def test_meminfo_gives_mem_available_in_bytes():
 def test_the_cpu_budget_is_the_fraction_of_mem_available(machine):
     machine["/proc/meminfo"] = MEMINFO
     assert available_memory("cpu") == 22820208 * 1024
-    assert AUTO_BUDGET_FRACTION == 0.5
-    assert auto_memory_budget("cpu") == 22820208 * 512
-    assert auto_memory_budget(torch.device("cpu")) == 22820208 * 512
+    assert AUTO_BUDGET_FRACTIONS["cpu"] == 0.8
+    assert auto_memory_budget("cpu") == int(22820208 * 1024 * 0.8)
+    assert auto_memory_budget(torch.device("cpu")) == int(22820208 * 1024 * 0.8)
 
 
 def test_a_cgroup_v2_limit_caps_the_cpu_budget(machine):
@@ -330,7 +338,7 @@ def test_a_cgroup_v2_limit_caps_the_cpu_budget(machine):
     # Inactive file cache is reclaimed before the limit bites: it counts as free.
     machine["/sys/fs/cgroup/user.slice/memory.stat"] = "anon 1\ninactive_file 500000000\n"
     assert available_memory("cpu") == 3_000_000_000 - (2_000_000_000 - 500_000_000)
-    assert auto_memory_budget("cpu") == 750_000_000
+    assert auto_memory_budget("cpu") == 1_200_000_000
     machine["/sys/fs/cgroup/memory.max"] = "1000000000\n"  # the root: a tighter limit
     machine["/sys/fs/cgroup/memory.current"] = "900000000\n"
     assert available_memory("cpu") == 100_000_000
@@ -394,13 +402,13 @@ def test_auto_tiling_follows_what_the_machine_has_free_at_each_pass(machine):
     ae = small_taesd()
     assert ae.estimated_memory(1, 1) == 6 * 8 * 4  # bytes per pixel, the budget's unit
     one = ae.estimated_memory(256, 256)
-    machine["/proc/meminfo"] = meminfo(2 * one)  # budget: exactly one 256 px image
-    assert ae.memory_budget == one
+    machine["/proc/meminfo"] = meminfo(available_for(one))  # budget: one 256 px image
+    assert one <= ae.memory_budget < one + 1024
     assert not ae.will_tile(256, 256) and ae.will_tile(256, 264)
-    machine["/proc/meminfo"] = meminfo(2 * one - 1024)  # the same autoencoder, less free
+    machine["/proc/meminfo"] = meminfo(available_for(one) - 1024)  # the same, less free
     assert ae.will_tile(256, 256)
     # Tiles take at most half the budget: a 600 px square at 192 B per pixel.
-    machine["/proc/meminfo"] = meminfo(4 * 192 * 600 * 600)
+    machine["/proc/meminfo"] = meminfo(available_for(2 * 192 * 600 * 600))
     assert ae.tile_size == 600 and ae.will_tile(1024, 1024) and not ae.will_tile(600, 600)
     machine["/proc/meminfo"] = meminfo(64 * 2**30)  # plenty: no tiling, the largest CPU tile
     assert ae.tile_size == 1024 and not ae.will_tile(4096, 4096)
@@ -430,9 +438,13 @@ def test_the_sd_vae_runs_1024_px_whole_with_the_issues_free_memory_and_tiles_wit
     assert sd_vae_1024 < ae.memory_budget
     machine["/proc/meminfo"] = meminfo(4 * 10**9 // 1024 * 1024)
     assert sd_vae_1024 > ae.memory_budget
+    # 2048 px (15.8 GB estimated) runs whole where 22 GB are available, as the plain pass did.
+    sd_vae_2048 = ae.estimated_memory(2048, 2048) * 128 // ae.model.config.block_out_channels[0]
+    machine["/proc/meminfo"] = meminfo(22 * 10**9 // 1024 * 1024)
+    assert 15 * 10**9 < sd_vae_2048 < ae.memory_budget
     # The decision itself, on this small model: one pass, then diffusers' tiles.
     calls = count_calls(ae.model.encoder.conv_in)
-    machine["/proc/meminfo"] = meminfo(2 * ae.estimated_memory(64, 64) // 1024 * 1024 + 1024)
+    machine["/proc/meminfo"] = meminfo(available_for(ae.estimated_memory(64, 64)))
     whole = ae.encode(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
     assert [tuple(shape[-2:]) for shape in calls] == [(64, 64)]
     machine["/proc/meminfo"] = meminfo(1024)  # the smallest tiles "auto" makes: 256 px
