@@ -31,6 +31,8 @@ import numpy as np
 from PIL import Image
 
 from latent_ot.apps import restoration
+from latent_ot.apps.demo_data import SPLITS as SPLITS  # quality.py's --split choices
+from latent_ot.apps.demo_data import split_names
 from latent_ot.apps.restoration import (
     RestorationTask,
     bicubic_resize,
@@ -39,9 +41,6 @@ from latent_ot.apps.restoration import (
 )
 
 FACTOR = 8  # TAEF2's downsampling factor
-SPLITS = ("validation", "test")
-VALIDATION_WIKIPEDIA = tuple(f"{number:03d}" for number in range(36, 43))
-TEST_WIKIPEDIA = tuple(f"{number:03d}" for number in range(43, 50))
 
 
 @dataclass(frozen=True)
@@ -191,24 +190,14 @@ def fit_files(shared: Path, n_fit: int, seed: int) -> tuple[list[Path], list[Pat
 
 
 def held_out_names(shared: Path, split: str, fit_used: Sequence[Path] = ()) -> list[str]:
-    """The images of a split, as ``folder/stem`` under ``shared/images``; the test split's
-    CBSD68 images are those not in ``fit_used``."""
-
-    def stems(folder: str) -> list[str]:
-        return sorted(path.stem for path in (shared / "images" / folder).glob("*.png"))
-
-    if split == "validation":
-        return [f"Set14/{stem}" for stem in stems("Set14")] + [
-            f"wikipedia-photos/{stem}" for stem in VALIDATION_WIKIPEDIA
-        ]
-    if split != "test":
-        raise ValueError(f"split: one of {SPLITS}, got {split!r}")
-    used = {Path(path).stem for path in fit_used}
-    return (
-        [f"wikipedia-photos/{stem}" for stem in TEST_WIKIPEDIA]
-        + [f"Set5/{stem}" for stem in stems("Set5")]
-        + [f"CBSD68/{stem}" for stem in stems("CBSD68") if stem not in used]
-    )
+    """The images of a split (`latent_ot.apps.demo_data.split_names`), as ``folder/stem``
+    under ``shared/images``; the test split adds the CBSD68 images not in ``fit_used``."""
+    names = split_names(shared / "images", split)
+    if split == "test":
+        used = {Path(path).stem for path in fit_used}
+        cbsd68 = sorted((shared / "images" / "CBSD68").glob("*.png"))
+        names += [f"CBSD68/{path.stem}" for path in cbsd68 if path.stem not in used]
+    return names
 
 
 def grid_crops(image: np.ndarray, size: int) -> list[np.ndarray]:

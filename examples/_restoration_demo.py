@@ -10,12 +10,15 @@ which:
 2. fits a `latent_ot.LatentOTTransformer` on them with TAEF2, the autoencoder bundled with
    the package; with ``--natural prior`` the natural set is left out and the transformer's
    built-in natural prior stands in for it;
-3. degrades and restores held-out Set5 / Set14 crops and transports them for every alpha
-   at once (`latent_ot.LatentOTTransformer.sweep` runs the autoencoder once per image);
+3. degrades and restores crops of the test split (Set5 and ``wikipedia-photos`` 043 to 049,
+   `latent_ot.apps.demo_data.split_names`: images on which nothing was chosen) and transports
+   them for every alpha at once (`latent_ot.LatentOTTransformer.sweep` runs the autoencoder
+   once per image);
 4. prints the perception-distortion table: PSNR and SSIM against the clean images
    (distortion), and the latent W2 distance to the clean images (perception: patch FID
    needs an Inception network that cannot be downloaded offline; ``--patch-fid`` adds it);
-5. writes ``<name>.png`` (degraded / restored / transported / clean) and
+5. writes ``<name>.png`` (degraded / restored / transported at the transformer's default
+   alpha, what users get / transported at alpha 0, the paper's full transport / clean) and
    ``<name>_curve.png`` (the perception-distortion curve over alpha).
 
 Why 30 training images a side where the paper uses 10: more patch vectors give better
@@ -42,6 +45,7 @@ from PIL import Image
 
 from latent_ot import LatentOTTransformer
 from latent_ot._optional import require
+from latent_ot.apps.demo_data import split_names
 from latent_ot.apps.reports import markdown_table, plot_perception_distortion
 from latent_ot.apps.restoration import RestorationTask, degrade_and_restore
 from latent_ot.autoencoders import Autoencoder, load_autoencoder
@@ -54,25 +58,16 @@ EXAMPLES = Path(__file__).resolve().parent
 DEFAULT_SHARED = EXAMPLES.parent.parent / "shared"
 # -1 to 2 in steps of 0.25, as the paper's perception-distortion curves.
 DEFAULT_ALPHAS = tuple(-1.0 + 0.25 * step for step in range(13))
-# Held-out images in the order they are used: textures and colours first, where the
-# difference between a smooth restoration and a natural-looking one shows best. Set14's
-# bridge (grayscale), ppt3 (a screenshot), comic and Set5's woman (under 256 px) are left out.
-HELD_OUT = (
-    "Set14/baboon",
-    "Set14/zebra",
+# The held-out images come from the test split (`split_names`); these go first, where the
+# difference between a smooth restoration and a natural-looking one shows best: blossoming
+# trees (fine texture), the butterfly (sharp rims and colour), a camouflage uniform with a
+# stethoscope (texture and edges), a frozen waterfall. The rest follow in the split's order;
+# images under --size (Set5's woman at 256 px) are left out.
+TEXTURES_FIRST = (
+    "wikipedia-photos/047",
     "Set5/butterfly",
-    "Set14/lenna",
-    "Set14/pepper",
-    "Set14/monarch",
-    "Set5/baby",
-    "Set14/flowers",
-    "Set14/barbara",
-    "Set5/bird",
-    "Set5/head",
-    "Set14/face",
-    "Set14/man",
-    "Set14/coastguard",
-    "Set14/foreman",
+    "wikipedia-photos/044",
+    "wikipedia-photos/048",
 )
 VAE = "taef2"  # the autoencoder bundled with latent_ot: loads offline, has a built-in prior
 PATCH_SIZE = 3  # latent patch side of the W2 measure (the paper's); the fit uses the defaults
@@ -82,6 +77,7 @@ SHOWN = 3  # held-out images in the collage
 # the gallery's PNGs stay light.
 DETAIL_PX = 120
 GAP_PX = 3
+LABELS_PX = 128  # room for the longest row label, "decoded JPEG (q 10)" at 8 pt
 DPI = 100
 # The natural side of the fit (--natural): clean CBSD68 crops, or the built-in prior.
 NATURAL_CHOICES = ("cbsd68", "prior")
@@ -136,7 +132,7 @@ def parse_args(task: RestorationTask, argv: Sequence[str] | None) -> argparse.Na
         "--held-out",
         type=int,
         default=4,
-        help="Set5/Set14 images transformed and measured",
+        help="test-split images (Set5, wikipedia-photos 043 to 049) transformed and measured",
     )
     parser.add_argument(
         "--size",
@@ -149,7 +145,7 @@ def parse_args(task: RestorationTask, argv: Sequence[str] | None) -> argparse.Na
         type=parse_alphas,
         default=DEFAULT_ALPHAS,
         help="alphas of the curve, START:STOP:STEP or comma-separated (write "
-        "--alphas=-1,0,1 for negative values); 0 and 1 are always added",
+        "--alphas=-1,0,1 for negative values); 0, 1 and the default alpha are always added",
     )
     parser.add_argument(
         "--seed",
@@ -177,7 +173,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     available = len(_training_files(args.shared)) // 2
     if not 1 <= args.n_train <= available:
         parser.error(f"--n-train must be between 1 and {available}, got {args.n_train}")
-    available = len(_held_out_names(args.shared, args.size))
+    available = len(held_out_names(args.shared, args.size))
     if not 1 <= args.held_out <= available:
         parser.error(
             f"--held-out must be between 1 and {available} (images of at least --size "
@@ -208,9 +204,12 @@ def _training_files(shared: Path) -> list[Path]:
     return sorted((shared / "images" / "CBSD68").glob("*.png"))
 
 
-def _held_out_names(shared: Path, size: int) -> list[str]:
+def held_out_names(shared: Path, size: int) -> list[str]:
+    """The test split's images of at least ``size`` px a side, `TEXTURES_FIRST` first."""
+    test = split_names(shared / "images", "test")
+    ordered = [*TEXTURES_FIRST, *(name for name in test if name not in TEXTURES_FIRST)]
     names = []
-    for name in HELD_OUT:
+    for name in ordered:
         with Image.open(shared / "images" / f"{name}.png") as image:
             if min(image.size) >= size:
                 names.append(name)
@@ -226,7 +225,7 @@ def prepare_images(
     size: int,
     seed: int,
 ) -> DemoImages:
-    """Training sets from CBSD68 and held-out Set5 / Set14 crops, degraded and restored.
+    """Training sets from CBSD68 and crops of the test split, degraded and restored.
 
     The same arguments give the same images: ``seed`` picks the training images and, with
     each image's name, seeds its degradation (`latent_ot.apps.restoration.image_rng`).
@@ -236,7 +235,7 @@ def prepare_images(
     # Disjoint and unpaired: the natural set never shows the clean version of a restored one.
     to_restore = {f"CBSD68/{files[i].stem}": read_crop(files[i], size) for i in order[:n_train]}
     natural = [read_crop(files[i], size) for i in order[n_train : 2 * n_train]]
-    names = _held_out_names(shared, size)[:held_out]
+    names = held_out_names(shared, size)[:held_out]
     clean = {name: read_crop(shared / "images" / f"{name}.png", size) for name in names}
     _, train_restored = degrade_and_restore(task, to_restore, seed)
     degraded, restored = degrade_and_restore(task, clean, seed)
@@ -333,11 +332,11 @@ def _pixel_exact_axes(height: int, width: int, *, left: int, top: int) -> tuple[
 
 
 def _collage_rows(
-    task: RestorationTask, images: DemoImages, transported: list[np.ndarray]
+    task: RestorationTask, images: DemoImages, transported: dict[float, list[np.ndarray]]
 ) -> list[tuple[str, list[np.ndarray]]]:
     rows = [
         (f"{task.restored_label}\n($\\alpha$ = 1)", images.restored),
-        ("transported\n($\\alpha$ = 0)", transported),
+        *((f"transported\n($\\alpha$ = {alpha:g})", out) for alpha, out in transported.items()),
         ("clean", images.clean),
     ]
     if task.restore is not None:
@@ -346,9 +345,13 @@ def _collage_rows(
 
 
 def save_collage(
-    task: RestorationTask, images: DemoImages, transported: list[np.ndarray], path: Path
+    task: RestorationTask,
+    images: DemoImages,
+    transported: dict[float, list[np.ndarray]],
+    path: Path,
 ) -> None:
-    """Rows degraded / restored / transported / clean, one column per held-out image.
+    """Rows degraded / restored / transported (one row per alpha of ``transported``, labelled
+    with it) / clean, one column per held-out image.
 
     Each tile is the center of its image at full resolution, where texture shows, labelled
     with the PSNR of the whole image to the clean one.
@@ -360,7 +363,7 @@ def save_collage(
     step = tile + GAP_PX  # from one tile to the next, in pixels
     tiles = [[_center(_display(im, size), tile) for im in row[:shown]] for _, row in rows]
     mosaic = _mosaic(tiles, GAP_PX)
-    figure, ax = _pixel_exact_axes(*mosaic.shape[:2], left=116, top=64)
+    figure, ax = _pixel_exact_axes(*mosaic.shape[:2], left=LABELS_PX, top=64)
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_xticks(
         [tile / 2 + k * step for k in range(shown)],
@@ -385,7 +388,7 @@ def save_collage(
                 bbox={"facecolor": "black", "alpha": 0.5, "linewidth": 0, "pad": 1},
             )
     figure.suptitle(
-        f"{task.title}\ncenters at full resolution; PSNR of the whole {size} px crops",
+        f"{task.title}, test split\ncenters at full resolution; PSNR of the whole {size} px crops",
         fontsize=8,
     )
     _save_png(figure, path)
@@ -424,7 +427,8 @@ def run_example(task: RestorationTask, argv: Sequence[str] | None = None) -> lis
     transport = LatentOTTransformer(vae=autoencoder, device=device, random_state=args.seed)
     transport.fit(images.train_restored, natural)
 
-    alphas = sorted({*args.alphas, 0.0, 1.0})
+    # The default alpha is what users get; alpha = 0 is the paper's full transport.
+    alphas = sorted({*args.alphas, 0.0, transport.alpha, 1.0})
     outputs = dict(zip(alphas, transport.sweep(images.restored, alphas), strict=True))
     rows = perception_distortion_table(
         outputs, images.clean, autoencoder, with_patch_fid=args.patch_fid
@@ -435,7 +439,8 @@ def run_example(task: RestorationTask, argv: Sequence[str] | None = None) -> lis
 
     args.output.mkdir(parents=True, exist_ok=True)
     collage, curve = args.output / f"{task.name}.png", args.output / f"{task.name}_curve.png"
-    save_collage(task, images, outputs[0.0], collage)
+    shown = {alpha: outputs[alpha] for alpha in (transport.alpha, 0.0)}
+    save_collage(task, images, shown, collage)
     plot_perception_distortion(rows).save(curve)
     print(f"wrote {collage} and {curve}")
     return rows

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from latent_ot import metrics
+from latent_ot.apps.demo_data import split_names
 from latent_ot.autoencoders import load_autoencoder
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -55,8 +56,9 @@ def test_example_writes_figures_and_the_restored_row_is_the_restorer(
 
     _check_png(tmp_path / f"{name}.png")
     _check_png(tmp_path / f"{name}_curve.png")
-    assert [row["alpha"] for row in rows] == [0.0, 1.0]
-    transported, restored_row = rows
+    # 0 and 1 asked for, and the transformer's default alpha (0.25) added: the collage shows it.
+    assert [row["alpha"] for row in rows] == [0.0, 0.25, 1.0]
+    transported, _, restored_row = rows
     # alpha = 1 returns the restored images untouched: the row is the restorer's own scores,
     # computed here independently with latent_ot.metrics on the same images.
     demo = sys.modules["_restoration_demo"]
@@ -84,7 +86,7 @@ def test_natural_prior_replaces_the_natural_set(load_example, shared_dir, tmp_pa
 
     # 64 px crops: the prior's smallest scale is the nearest to them.
     assert "natural side of the fit: the built-in prior of taef2, at scale 256 px" in printed
-    assert with_prior[1] == with_cbsd68[1]  # alpha = 1: the decoded JPEGs, whatever the fit
+    assert with_prior[-1] == with_cbsd68[-1]  # alpha = 1: the decoded JPEGs, whatever the fit
     assert with_prior[0]["psnr"] != with_cbsd68[0]["psnr"]  # another natural side, another map
     assert "natural side of the fit: 2 clean CBSD68 crops" in capsys.readouterr().out
 
@@ -102,7 +104,7 @@ def test_prepare_images_uses_disjoint_training_sets_and_the_task(load_example, s
     for restored in images.train_restored:
         assert not any(np.array_equal(restored, other) for other in natural_restored)
     assert len({image.tobytes() for image in images.train_natural}) == 3
-    assert images.names == ["Set14/baboon", "Set14/zebra"]
+    assert images.names == ["wikipedia-photos/047", "Set5/butterfly"]  # textures first
     assert [d.shape for d in images.degraded] == [(16, 16, 3)] * 2  # 4x downscaled
     assert {image.shape for image in [*images.restored, *images.clean]} == {(64, 64, 3)}
     # Bicubic is a blur of the clean image, close to it but not equal.
@@ -153,13 +155,13 @@ def test_collage_has_a_row_per_stage_and_a_column_per_image(load_example, tmp_pa
     )
     images = demo.DemoImages([], [], ["Set5/a", "Set5/b"], clean, list(degraded), list(restored))
 
-    demo.save_collage(example.TASK, images, clean, tmp_path / "collage.png")
+    demo.save_collage(example.TASK, images, {0.25: clean, 0.0: clean}, tmp_path / "collage.png")
 
     _check_png(tmp_path / "collage.png")
     with Image.open(tmp_path / "collage.png") as collage:
-        # Two 64 px tiles 3 px apart, 116 px of row labels and 4 px of margin; four rows
-        # (low resolution, bicubic, transported, clean) and 64 px of titles.
-        assert collage.size == (116 + 2 * 64 + 3 + 4, 64 + 4 * 64 + 3 * 3 + 4)
+        # Two 64 px tiles 3 px apart, 128 px of row labels and 4 px of margin; five rows
+        # (low resolution, bicubic, transported at two alphas, clean) and 64 px of titles.
+        assert collage.size == (128 + 2 * 64 + 3 + 4, 64 + 5 * 64 + 4 * 3 + 4)
 
 
 def test_denoising_noise_has_the_stated_level(load_example):
@@ -198,3 +200,26 @@ def test_missing_shared_folder_is_named(load_example, tmp_path, capsys):
         example.main(["--shared", str(tmp_path)])
 
     assert f"--shared: {tmp_path} holds no images/CBSD68" in capsys.readouterr().err
+
+
+def test_held_out_images_are_the_test_split_and_none_is_a_validation_image(
+    load_example, shared_dir
+):
+    load_example("jpeg")
+    demo = sys.modules["_restoration_demo"]
+
+    names = demo.held_out_names(shared_dir, 8)  # every image: none is under 8 px
+    validation = split_names(shared_dir / "images", "validation")
+
+    assert sorted(names) == sorted(split_names(shared_dir / "images", "test"))
+    assert names[: len(demo.TEXTURES_FIRST)] == list(demo.TEXTURES_FIRST)
+    assert not set(names) & set(validation)
+    # Nor the same photo under another name: no held-out crop equals a validation crop.
+    validation_pixels = {
+        demo.read_crop(shared_dir / "images" / f"{n}.png", 64).tobytes() for n in validation
+    }
+    for name in names:
+        crop = demo.read_crop(shared_dir / "images" / f"{name}.png", 64)
+        assert crop.tobytes() not in validation_pixels, name
+    # Images under --size are left out: Set5's woman is 228 px wide.
+    assert "Set5/woman" in names and "Set5/woman" not in demo.held_out_names(shared_dir, 256)

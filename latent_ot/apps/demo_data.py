@@ -4,6 +4,9 @@ The demo needs clean photos without a download: `sample_photos` takes them from 
 scikit-image package (the ``demo`` extra), centre-cropped square and resized. They are then
 degraded and restored by `latent_ot.apps.restoration`. Images are ``H x W x 3`` uint8 arrays.
 
+The larger photo sets of the examples and benchmarks are not shipped: they lie in a shared
+``images`` folder, and `split_names` says which of them are held out for what, once for both.
+
 Examples
 --------
 >>> photos = sample_photos(2, size=32)
@@ -13,12 +16,14 @@ Examples
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
 from .._optional import require
 
-__all__ = ["DEMO_PHOTOS", "sample_photos"]
+__all__ = ["DEMO_PHOTOS", "SPLITS", "sample_photos", "split_names"]
 
 #: The photos of `sample_photos`, in the order they are taken. They ship with scikit-image:
 #: no download, so the demo runs offline.
@@ -76,3 +81,56 @@ def _square(pixels: np.ndarray, size: int) -> np.ndarray:
     top, left = (height - side) // 2, (width - side) // 2
     crop = Image.fromarray(pixels[top : top + side, left : left + side]).convert("RGB")
     return np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
+
+
+#: The held-out splits of `split_names`: ``validation`` for choosing options and defaults,
+#: ``test`` for reporting and nothing else.
+SPLITS = ("validation", "test")
+# The numbers of each split's ``wikipedia-photos``: disjoint, so that no test image was seen
+# while choosing.
+_WIKIPEDIA = {"validation": range(36, 43), "test": range(43, 50)}
+# Set5's head is Set14's face with 2 more pixels of border: a validation image, not a test one.
+_SEEN_IN_VALIDATION = ("Set5/head",)
+
+
+def split_names(images: str | Path, split: str) -> list[str]:
+    """The held-out photos of a split, as ``folder/stem`` under a shared ``images`` folder.
+
+    ``validation``: Set14, then ``wikipedia-photos`` 036 to 042; ``test``: ``wikipedia-photos``
+    043 to 049, then Set5 but its head (the same photo as Set14's face). Set5 and Set14 are
+    listed from ``images`` (sorted stems); the ``wikipedia-photos`` names are fixed. A fit may
+    add images of its own to the test split (the quality benchmark adds the CBSD68 images it
+    does not fit on).
+
+    Parameters
+    ----------
+    images : str or pathlib.Path
+        The folder that holds ``Set5/``, ``Set14/`` and ``wikipedia-photos/`` (PNG files).
+    split : str
+        One of `SPLITS`.
+
+    Returns
+    -------
+    list of str
+        The split's names, in the order above.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as images:
+    ...     (Path(images) / "Set5").mkdir()
+    ...     (Path(images) / "Set5" / "baby.png").touch()
+    ...     split_names(images, "test")[-2:]
+    ['wikipedia-photos/049', 'Set5/baby']
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split: one of {SPLITS}, got {split!r}")
+    wikipedia = [f"wikipedia-photos/{number:03d}" for number in _WIKIPEDIA[split]]
+    if split == "validation":
+        return _stems(Path(images), "Set14") + wikipedia
+    set5 = [name for name in _stems(Path(images), "Set5") if name not in _SEEN_IN_VALIDATION]
+    return wikipedia + set5
+
+
+def _stems(images: Path, folder: str) -> list[str]:
+    return [f"{folder}/{path.stem}" for path in sorted((images / folder).glob("*.png"))]
