@@ -294,6 +294,39 @@ def test_sweep_writes_images_table_and_curve_and_alpha_1_is_the_input(
     assert float(rows[1][columns[2]]) < float(rows[-1][columns[2]])  # alpha 0 is closer
 
 
+def test_sweep_measures_what_it_wrote_and_encodes_the_inputs_once(
+    data, operator_file, tmp_path, monkeypatch
+):
+    from latent_ot.autoencoders import PixelAutoencoder
+
+    encoded = []
+    encode = PixelAutoencoder.encode
+
+    def counted(self, pixels, generator=None):
+        encoded.append(len(pixels))
+        return encode(self, pixels, generator)
+
+    monkeypatch.setattr(PixelAutoencoder, "encode", counted)
+    out, metrics = tmp_path / "sweep", ["psnr", "latent_w2"]
+    args = ["sweep", str(operator_file), str(data / "restored"), "--reference", str(data / "clean")]
+    args += ["-o", str(out), "--alphas", "0,0.5,1", "--metrics", ",".join(metrics), "-q"]
+
+    assert main(args) == 0
+
+    # 3 inputs transported, 3 references, and the outputs of the two alphas other than 1:
+    # the inputs' (alpha = 1) latents come from the transport, not a second encoding.
+    assert sum(encoded) == 3 + 3 + 2 * 3
+    with open(out / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    # Every row is what evaluate gives for the images the sweep wrote (or, at 1, its inputs).
+    clean = [data / "clean" / f"{stem}.png" for stem in ("a", "b", "c")]
+    for row, folder in zip(rows, ("alpha_0", "alpha_0.5", None), strict=True):
+        images = sorted((out / folder if folder else data / "restored").iterdir())
+        direct = evaluate(images, clean, metrics=metrics, autoencoder="pixel", patch_size=3)
+        assert float(row["psnr"]) == pytest.approx(direct["psnr"], rel=1e-12)
+        assert float(row["latent_w2 (p=3)"]) == pytest.approx(direct["latent_w2"], rel=1e-9)
+
+
 def test_evaluate_prints_the_table(data, tmp_path, capsys):
     restored, clean = str(data / "restored"), str(data / "clean")
     table = tmp_path / "table.csv"
@@ -498,7 +531,7 @@ def test_skipped_metrics_are_noted_once_for_a_whole_sweep(
                     warnings.warn(MetricSkippedWarning(metric, reason, remedy), stacklevel=2)
             warnings.warn("some other warning", UserWarning, stacklevel=2)
 
-        def __call__(self, images, *, progress=None):
+        def __call__(self, images, *, progress=None, latent_stats=None):
             rows.append(images)
             return {"psnr": 20.0 + len(rows), "ssim": 0.5}
 

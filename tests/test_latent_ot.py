@@ -255,6 +255,25 @@ def test_alpha_blends_in_pixel_space_and_sweep_reuses_the_transport(hub_id_fit):
     np.testing.assert_array_equal(swept[2], image)
 
 
+def test_sweep_hands_each_inputs_latents_as_measuring_would_encode_them(hub_id_fit):
+    images = random_images(13, [(37, 53), (37, 53), (40, 48)])
+    autoencoder = load_autoencoder(hub_id_fit.vae)
+    encoded = {}
+    for shifts in (1, 2):
+        encoded.clear()
+        operator = hub_id_fit.interpolate(0.0).set_params(shifts=shifts, batch_size=2)
+        operator.sweep(images, [0.0, 1.0], on_encoded=encoded.__setitem__)
+        assert sorted(encoded) == [0, 1, 2]  # one call per image, unshifted, in input order
+        for index, image in enumerate(images):
+            pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+            expected = autoencoder.encode(pad_to_multiple(pixels, autoencoder.factor))
+            # (batched with another image: float rounding may differ)
+            torch.testing.assert_close(encoded[index], expected, rtol=1e-5, atol=1e-5)
+    encoded.clear()
+    hub_id_fit.sweep(images, [1.0], on_encoded=encoded.__setitem__)
+    assert encoded == {}  # nothing to transport, nothing encoded
+
+
 def test_same_random_state_gives_the_same_output(tiny_models_dir):
     restored = random_images(11, [(32, 32)] * 2)
     natural = random_images(12, [(32, 32)] * 2)

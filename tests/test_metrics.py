@@ -666,6 +666,35 @@ def test_evaluator_measures_the_reference_once_and_streams_each_set():
         )
 
 
+def test_evaluator_takes_known_latent_statistics_instead_of_encoding_again():
+    from latent_ot.metrics import Evaluator
+    from latent_ot.pipeline import patch_stats
+
+    autoencoder = load_autoencoder("pixel")
+    encode, encoded = autoencoder.encode, []
+    autoencoder.encode = lambda pixels, generator=None: encoded.append(1) or encode(pixels)
+    reference, images = smooth_images(3), noise_images(3)
+    evaluator = Evaluator(reference, metrics=["psnr", "latent_w2"], autoencoder=autoencoder)
+    measured = evaluator(images)
+    encoded.clear()
+    known = patch_stats(images[:2], 1).merge(patch_stats(images[2:], 1))
+    row = evaluator(images, latent_stats=known)
+    assert encoded == []  # the images are not encoded again
+    assert row["psnr"] == measured["psnr"]
+    assert row["latent_w2"] == pytest.approx(measured["latent_w2"], rel=1e-9)
+    latent_only = Evaluator(reference, metrics=["latent_w2"], autoencoder=autoencoder)
+    assert latent_only(images, latent_stats=known)["latent_w2"] == pytest.approx(
+        measured["latent_w2"]
+    )
+    with pytest.raises(TypeError, match="latent_stats: expected GaussianStats, got ndarray"):
+        evaluator(images, latent_stats=np.zeros(3))
+    with pytest.raises(ValueError, match="latent_stats: statistics of 27-dimensional patch"):
+        evaluator(images, latent_stats=patch_stats(images, 3))
+    without = Evaluator(reference, metrics=["psnr"])
+    with pytest.raises(ValueError, match="latent_stats: this evaluator does not compute"):
+        without(images, latent_stats=known)
+
+
 def test_evaluator_encodes_inside_the_allocator_policy_of_its_autoencoder(monkeypatch):
     import contextlib
 

@@ -5,12 +5,13 @@ with the same contract: :meth:`~Autoencoder.encode` takes RGB images in ``[0, 1]
 deterministic float32 latents, :meth:`~Autoencoder.decode` takes latents and returns RGB images
 clamped to ``[0, 1]``. Each adapter hides its model's own range convention.
 
-Images whose pass would take more memory than the budget (by default half the memory free on
-the device) are encoded and decoded in overlapping tiles, one at a time, so that the memory
-stays that of one tile; smaller ones run in one pass (:meth:`~Autoencoder.set_tiling`,
-:func:`latent_ot.memory.auto_memory_budget`, :data:`AUTO_TILE_SIZES`). Convolutions run
-channels-last on the CPU, where it is faster (:meth:`~Autoencoder.set_memory_format`,
-:data:`AUTO_MEMORY_FORMATS`). Outputs are never NaN or infinite: a half-precision model that
+Images whose pass would take more memory than the budget (by default most of the memory free
+on the device, :data:`latent_ot.memory.AUTO_BUDGET_FRACTIONS`) are encoded and decoded in
+overlapping tiles, one at a time, so that the memory stays that of one tile; smaller ones run
+in one pass (:meth:`~Autoencoder.set_tiling`, :func:`latent_ot.memory.auto_memory_budget`,
+:data:`AUTO_TILE_SIZES`). Convolutions run channels-last on the CPU, where it is faster
+(:meth:`~Autoencoder.set_memory_format`, :data:`AUTO_MEMORY_FORMATS`). Outputs are never NaN
+or infinite: a half-precision model that
 overflows is run again in float32.
 
 Adapters:

@@ -254,8 +254,8 @@ def load_autoencoder(
     tile_overlap : int, optional
         Pixels shared by neighbouring tiles; by default the adapter's choice.
     memory_budget : int or "auto", default "auto"
-        Bytes one pass may take with ``tile_size="auto"``; ``"auto"``: half the memory free
-        on the device when the pass starts (:func:`latent_ot.memory.auto_memory_budget`). An
+        Bytes one pass may take with ``tile_size="auto"``; ``"auto"``: a share of the memory
+        free on the device when the pass starts (:func:`latent_ot.memory.auto_memory_budget`). An
         :class:`Autoencoder` instance keeps its own tiling unless ``tile_size`` (other than
         ``"auto"``), ``tile_overlap`` or ``memory_budget`` is given.
     memory_format : {"auto", "channels_last", "contiguous"}, default "auto"

@@ -234,8 +234,8 @@ class _Tiling:
             ``AutoencoderKL`` (diffusers' default).
         memory_budget : int or "auto", default "auto"
             Bytes of activations one pass may take with ``tile_size="auto"``: an int >= 1, or
-            ``"auto"`` for :func:`latent_ot.memory.auto_memory_budget`, half the memory free
-            on the device, read when each pass is planned (a fixed
+            ``"auto"`` for :func:`latent_ot.memory.auto_memory_budget`, a share of the memory
+            free on the device, read when each pass is planned (a fixed
             :data:`~latent_ot.memory.FALLBACK_MEMORY_BUDGETS` where it cannot be read).
             Ignored for other values of ``tile_size``.
 

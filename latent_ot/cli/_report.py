@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from ..devices import resolve_device
 from ..exceptions import MetricSkippedWarning
 from ..images.folders import save_image_atomically
 from ..metrics import Evaluator, latent_w2_label
+from ..stats import GaussianStats
 from ._console import Console
 
 __all__ = [
@@ -53,12 +54,15 @@ class Metrics:
         self.console = console
         self._evaluator: Evaluator | None = None
 
-    def __call__(self, images, reference, *, progress=None) -> dict[str, float]:
+    def __call__(self, images, reference, *, progress=None, latent_stats=None) -> dict[str, float]:
         """The row of ``images``; the reference is measured once for every row against it
-        (``progress`` is called once per image, like a tqdm bar's ``update``)."""
+        (``progress`` is called once per image, like a tqdm bar's ``update``;
+        ``latent_stats``: see `latent_ot.metrics.Evaluator`)."""
         if self._evaluator is None or self._evaluator.reference is not reference:
             self._evaluator = self._evaluator_for(reference)
-        return self._evaluator(images, progress=progress)
+        if "latent_w2" not in self._evaluator.metrics:
+            latent_stats = None
+        return self._evaluator(images, progress=progress, latent_stats=latent_stats)
 
     def _evaluator_for(self, reference) -> Evaluator:
         with warnings.catch_warnings(record=True) as caught:
@@ -145,12 +149,19 @@ def measure_and_report(
     metrics: Metrics,
     output: Path,
     console: Console,
+    *,
+    latent_stats: Mapping[float, GaussianStats | None] | None = None,
 ) -> None:
     """Measure a sweep's outputs, alpha by alpha; write the table (CSV, markdown) and the
-    curve to ``output``; print the table and the paths."""
+    curve to ``output``; print the table and the paths. ``latent_stats``: the latent
+    statistics of an alpha's images where they are known already."""
+    known = latent_stats or {}
     with console.progress(total=sum(map(len, outputs)), desc="measuring", unit="img") as bar:
         rows = [
-            {"alpha": alpha, **metrics(images, reference, progress=bar.update)}
+            {
+                "alpha": alpha,
+                **metrics(images, reference, progress=bar.update, latent_stats=known.get(alpha)),
+            }
             for alpha, images in zip(alphas, outputs, strict=True)
         ]
     labelled = [metrics.labelled(row) for row in rows]

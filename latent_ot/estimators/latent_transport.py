@@ -7,7 +7,7 @@ import copy
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -326,13 +326,20 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         """
         return self.sweep(images, [self.alpha])[0]
 
-    def sweep(self, images, alphas) -> list:
+    def sweep(self, images, alphas, *, on_encoded: Callable | None = None) -> list:
         """Outputs for several ``alpha`` values, encoding each image once (once per shift).
 
         Parameters
         ----------
         images : images
         alphas : sequence of float
+        on_encoded : callable, optional
+            Called as ``on_encoded(index, latents)`` with the latents (``1 x C x h x w``) of
+            ``images[index]`` as the transport encodes it, unshifted, in the autoencoder's
+            own way (:func:`~latent_ot.pipeline.statistics.encode_padded`), so that a caller
+            can measure the inputs (the ``alpha = 1`` row) without encoding them again, as
+            ``latent-ot sweep`` does (`latent_ot.metrics.Evaluator`, ``latent_stats``). Not
+            called when every alpha is 1: nothing is encoded then.
 
         Returns
         -------
@@ -348,6 +355,10 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
         >>> far, near = dot.sweep(images[0], [0.0, 1.0])
         >>> bool(np.array_equal(near, images[0]))
         True
+        >>> encoded = {}
+        >>> _ = dot.sweep(images, [0.0], on_encoded=encoded.__setitem__)
+        >>> sorted(encoded), tuple(encoded[1].shape)
+        ([0, 1], (1, 3, 16, 16))
         """
         check_is_fitted(self)
         self._validate_params()
@@ -359,7 +370,7 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
                 for per_alpha in outputs:
                     per_alpha[index] = item.original()
         else:
-            self._transport_all(source, alphas, outputs)
+            self._transport_all(source, alphas, outputs, on_encoded)
         return [source.collect([per_alpha[i] for i in sorted(per_alpha)]) for per_alpha in outputs]
 
     def interpolate(self, alpha: float) -> LatentOTTransformer:
@@ -771,9 +782,14 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
     # -- the pieces of transform -----------------------------------------------------------------
 
     def _transport_all(
-        self, source: ImageSource, alphas: list[float], outputs: list[dict[int, Any]]
+        self,
+        source: ImageSource,
+        alphas: list[float],
+        outputs: list[dict[int, Any]],
+        on_encoded: Callable | None = None,
     ) -> None:
-        """Fill ``outputs[i][index]`` with the output of image ``index`` at ``alphas[i]``."""
+        """Fill ``outputs[i][index]`` with the output of image ``index`` at ``alphas[i]``
+        (``on_encoded``: see :meth:`sweep`)."""
         autoencoder = self._autoencoder()
         self._check_compatible(autoencoder)
         generator = torch_generator(self.random_state, autoencoder.device)
@@ -794,7 +810,13 @@ class LatentOTTransformer(TransformerMixin, BaseEstimator):
                 originals = stack_pixels(group, autoencoder.device)
                 self._warn_if_far_from_the_fit(*originals.shape[-2:])
                 images = sweep_images(
-                    originals, autoencoder, patch_map, alphas, name=name_of(group), **options
+                    originals,
+                    autoencoder,
+                    patch_map,
+                    alphas,
+                    name=name_of(group),
+                    on_encoded=_per_image(on_encoded, [index for index, _ in group]),
+                    **options,
                 )
                 for per_alpha, batch in zip(outputs, images, strict=True):
                     for k, (index, item) in enumerate(group):
@@ -848,6 +870,20 @@ SIZE_RATIO = 2.0
 def _fitted_state(operator: LatentOTTransformer) -> list[str]:
     """The names of what ``fit`` sets: scikit-learn's public trailing-underscore attributes."""
     return [name for name in vars(operator) if name.endswith("_") and not name.startswith("_")]
+
+
+def _per_image(
+    on_encoded: Callable | None, indices: list[int]
+) -> Callable[[torch.Tensor], None] | None:
+    """A batch's latents handed to ``on_encoded(index, latents)`` image by image."""
+    if on_encoded is None:
+        return None
+
+    def each(latents: torch.Tensor) -> None:
+        for k, index in enumerate(indices):
+            on_encoded(index, latents[k : k + 1])
+
+    return each
 
 
 def _check_alpha(alpha: Any) -> float:

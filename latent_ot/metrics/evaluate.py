@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from .. import memory
 from ..devices import resolve_device
 from ..exceptions import MetricSkippedWarning, first_line
+from ..stats import GaussianStats
 from ..validation import check_bool, check_int
 from ._pixels import named_pixels, pairs
 from .distortion import _lpips_scorer, _psnr_pair, _ssim_pair
@@ -203,13 +204,23 @@ class Evaluator:
         self._measured: dict[str, Any] | None = None
 
     def __call__(
-        self, images: Any, *, progress: Callable[[], Any] | None = None
+        self,
+        images: Any,
+        *,
+        progress: Callable[[], Any] | None = None,
+        latent_stats: GaussianStats | None = None,
     ) -> dict[str, float]:
         """The metrics of ``images`` against the reference, in the order of `metrics`.
 
         ``progress`` is called once per image measured (such as a ``tqdm`` bar's
-        ``update``).
+        ``update``). ``latent_stats``, the statistics of the latent patches of ``images``
+        where they are already known, stands in for encoding them for latent_w2: the
+        statistics of a sweep's inputs, from the latents that
+        `latent_ot.LatentOTTransformer.sweep` hands to ``on_encoded``
+        (`latent_ot.pipeline.statistics.patch_stats` of each, merged).
         """
+        if latent_stats is not None:
+            latent_stats = self._checked_latent_stats(latent_stats)
         reference = self._reference_measures()
         bar = None
         if progress is None:
@@ -217,12 +228,26 @@ class Evaluator:
             progress = bar.update
         try:
             with self._autoencoder_memory():
-                results = self._streamed(images, reference, progress)
+                results = self._streamed(images, reference, progress, latent_stats)
         finally:
             if bar is not None:
                 bar.close()
         results |= self._feature_metrics(images, reference)
         return {metric: results[metric] for metric in self.metrics}
+
+    def _checked_latent_stats(self, stats: Any) -> GaussianStats:
+        if not isinstance(stats, GaussianStats):
+            raise TypeError(f"latent_stats: expected GaussianStats, got {type(stats).__name__}")
+        if self._autoencoder is None:
+            raise ValueError("latent_stats: this evaluator does not compute latent_w2")
+        dim = self._autoencoder.latent_channels * self.patch_size**2
+        if stats.n_features != dim:
+            raise ValueError(
+                f"latent_stats: statistics of {stats.n_features}-dimensional patch vectors; "
+                f"latent_w2 here uses {dim} ({self._autoencoder.latent_channels} channels, "
+                f"patch_size={self.patch_size})"
+            )
+        return _enough(stats, "latent_stats")
 
     def _reference_measures(self) -> dict[str, Any]:
         """What the metrics need of the reference alone, computed on the first call."""
@@ -267,13 +292,18 @@ class Evaluator:
         )
 
     def _streamed(
-        self, images: Any, reference: dict[str, Any], progress: Callable[[], Any]
+        self,
+        images: Any,
+        reference: dict[str, Any],
+        progress: Callable[[], Any],
+        latent_stats: GaussianStats | None = None,
     ) -> dict[str, float]:
-        """Paired scores and latent statistics, in one pass over the images."""
+        """Paired scores and latent statistics (unless given), in one pass over the images."""
         scorers = {"psnr": _psnr_pair, "ssim": _ssim_pair, "lpips": self._lpips}
         scorers = {metric: scorers[metric] for metric in _PAIRED_METRICS if metric in self.metrics}
-        if not scorers and self._autoencoder is None:
-            return {}
+        encode = self._autoencoder is not None and latent_stats is None
+        if not scorers and not encode:
+            return {} if latent_stats is None else self._latent_w2(latent_stats, reference)
         if scorers:
             stream = pairs(images, self.reference)
         else:
@@ -283,16 +313,22 @@ class Evaluator:
         for name, image, target in stream:
             for metric, score in scorers.items():
                 scores[metric].append(score(image, target, name))
-            if self._autoencoder is not None:
+            if encode:
                 stats = _image_stats(image, name, self._autoencoder, self.patch_size)
                 latent = stats if latent is None else latent.merge(stats)
             progress()
         results = {metric: float(np.mean(values)) for metric, values in scores.items()}
-        if self._autoencoder is not None:
+        if encode:
             if latent is None:
                 raise ValueError("images is empty: expected at least one image")
-            results["latent_w2"] = _distance(_enough(latent, "images"), reference["latent"])
+            latent_stats = _enough(latent, "images")
+        if latent_stats is not None:
+            results |= self._latent_w2(latent_stats, reference)
         return results
+
+    @staticmethod
+    def _latent_w2(stats: GaussianStats, reference: dict[str, Any]) -> dict[str, float]:
+        return {"latent_w2": _distance(stats, reference["latent"])}
 
     def _feature_metrics(self, images: Any, reference: dict[str, Any]) -> dict[str, float]:
         """fid and kid from one pass of the feature extractor, patch_fid and is."""

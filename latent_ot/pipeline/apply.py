@@ -174,6 +174,7 @@ def sweep_images(
     shifts: Sequence[Shift] = ((0, 0),),
     name: str = "images",
     generator: torch.Generator | None = None,
+    on_encoded: Callable[[torch.Tensor], Any] | None = None,
 ) -> list[torch.Tensor | None]:
     """Transported images interpolated with the input for each ``alpha``; one encoding per
     shift.
@@ -203,6 +204,10 @@ def sweep_images(
         What error messages call the batch.
     generator : torch.Generator, optional
         For an autoencoder that samples its latent.
+    on_encoded : callable, optional
+        Called with the latents of the unshifted pixels, as :func:`encode_padded` gives them
+        (when ``shifts`` holds ``(0, 0)``): what measuring the input needs, without encoding
+        it again.
 
     Returns
     -------
@@ -224,6 +229,7 @@ def sweep_images(
             chunk_size,
             name,
             generator,
+            on_encoded if shift == (0, 0) else None,
         )
         decoded = (
             at_shift
@@ -254,6 +260,7 @@ def _decode_at_shift(
     chunk_size: int,
     name: str,
     generator: torch.Generator | None,
+    on_encoded: Callable[[torch.Tensor], Any] | None = None,
 ) -> list[torch.Tensor | None]:
     """Per alpha, the decoded latents ``(1 - alpha) T(z) + alpha z`` of the pixels shifted by
     ``shift`` (reflect-padded), shifted back to the input's place; None for ``alpha == 1``."""
@@ -261,6 +268,8 @@ def _decode_at_shift(
     height, width = pixels.shape[-2:]
     shifted = F.pad(pixels, (right, 0, down, 0), mode="reflect") if down or right else pixels
     latents = encode_padded(shifted, autoencoder, name=name, generator=generator)
+    if on_encoded is not None:
+        on_encoded(latents)
     moved = transport_latents(latents, patch_map, patch_size=patch_size, chunk_size=chunk_size)
 
     def decoded(alpha: float) -> torch.Tensor:
