@@ -165,7 +165,7 @@ class _FixedMetrics:
     def __init__(self) -> None:
         self.values = iter([{"psnr": 20.0, "fid": 3.0}, {"psnr": 25.0, "fid": 5.0}])
 
-    def __call__(self, images, reference, progress=None):
+    def __call__(self, images, reference, progress=None, latent_stats=None):
         return next(self.values)
 
     def labelled(self, row):

@@ -66,7 +66,7 @@ def add_parser(commands) -> None:
 
 
 def run(args, console: Console) -> int:
-    operator = load_operator(args, verbose=False)  # one bar over the files, not one per batch
+    operator = load_operator(args, verbose=False)  # one bar over the files, not one per image
     inputs = expand_inputs(args.inputs)
     references = matching_references(inputs, expand_inputs(args.reference))
     check_distinct_names(inputs)
