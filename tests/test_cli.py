@@ -4,6 +4,7 @@ offline demo, and skipped metrics noted once."""
 
 import csv
 import hashlib
+import re
 import signal
 import subprocess
 import sys
@@ -325,6 +326,20 @@ def test_sweep_measures_what_it_wrote_and_encodes_the_inputs_once(
         direct = evaluate(images, clean, metrics=metrics, autoencoder="pixel", patch_size=3)
         assert float(row["psnr"]) == pytest.approx(direct["psnr"], rel=1e-12)
         assert float(row["latent_w2 (p=3)"]) == pytest.approx(direct["latent_w2"], rel=1e-9)
+
+
+def test_sweeps_measuring_bar_counts_every_row_also_one_read_from_known_statistics(
+    data, operator_file, tmp_path, capsys
+):
+    args = ["sweep", str(operator_file), str(data / "restored"), "--reference", str(data / "clean")]
+    args += ["-o", str(tmp_path / "sweep"), "--alphas", "0,0.5,1", "--metrics", "latent_w2"]
+
+    assert main(args) == 0
+
+    # 3 alphas x 3 images; the alpha = 1 row reads no image (its statistics are known).
+    lines = re.split(r"[\r\n]", capsys.readouterr().err)
+    measuring = [line for line in lines if "measuring" in line]
+    assert measuring and "9/9" in measuring[-1]
 
 
 def test_evaluate_prints_the_table(data, tmp_path, capsys):

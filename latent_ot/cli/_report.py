@@ -157,13 +157,14 @@ def measure_and_report(
     statistics of an alpha's images where they are known already."""
     known = latent_stats or {}
     with console.progress(total=sum(map(len, outputs)), desc="measuring", unit="img") as bar:
-        rows = [
-            {
-                "alpha": alpha,
-                **metrics(images, reference, progress=bar.update, latent_stats=known.get(alpha)),
-            }
-            for alpha, images in zip(alphas, outputs, strict=True)
-        ]
+
+        def row(alpha: float, images: Any) -> dict[str, Any]:
+            before = bar.n
+            values = metrics(images, reference, progress=bar.update, latent_stats=known.get(alpha))
+            bar.update(len(images) - (bar.n - before))  # a row measured without reading images
+            return {"alpha": alpha, **values}
+
+        rows = [row(alpha, images) for alpha, images in zip(alphas, outputs, strict=True)]
     labelled = [metrics.labelled(row) for row in rows]
     write_csv(labelled, output / "metrics.csv")
     table = write_markdown(labelled, output / "metrics.md")

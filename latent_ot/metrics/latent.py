@@ -52,18 +52,11 @@ def _set_stats(
     autoencoder: Autoencoder,
     patch_size: int,
     batch_size: int = 1,
-    verbose: bool = False,
 ) -> GaussianStats:
     """The statistics of every latent patch of a set, merged over its batches."""
     merged = None
     for stats, _ in latent_patch_stats(
-        images,
-        autoencoder,
-        patch_size,
-        batch_size=batch_size,
-        name=name,
-        verbose=verbose,
-        desc=f"encoding {name}",
+        images, autoencoder, patch_size, batch_size=batch_size, name=name
     ):
         merged = stats if merged is None else merged.merge(stats)
     if merged is None:
