@@ -118,8 +118,9 @@ def write_sweep(
                 [path], alphas, on_encoded=lambda _, z, index=index: on_encoded(index, z)
             )
             for folder, (image,) in zip(folders, outputs, strict=True):
-                # transform_files does the writing: names, formats, atomic files, inputs untouched.
-                report = transform_files(lambda _, image=image: image, [path], folder)
+                # transform_files does the writing: names, formats, atomic files, inputs untouched;
+                # on this thread (prefetch=0): one file, nothing to overlap.
+                report = transform_files(lambda _, image=image: image, [path], folder, prefetch=0)
                 if not report.ok:
                     _, reason = report.failed[0]
                     raise OSError(f"could not write the output of {path} to {folder}: {reason}")

@@ -303,8 +303,18 @@ class Evaluator:
         scorers = {"psnr": _psnr_pair, "ssim": _ssim_pair, "lpips": self._lpips}
         scorers = {metric: scorers[metric] for metric in _PAIRED_METRICS if metric in self.metrics}
         encode = self._autoencoder is not None and latent_stats is None
-        if not scorers and not encode:
-            return {} if latent_stats is None else self._latent_w2(latent_stats, reference)
+        results: dict[str, float] = {}
+        if scorers or encode:
+            results, latent = self._one_pass(images, scorers, encode, progress)
+            latent_stats = latent_stats if latent is None else _enough(latent, "images")
+        if latent_stats is not None:
+            results["latent_w2"] = _distance(latent_stats, reference["latent"])
+        return results
+
+    def _one_pass(
+        self, images: Any, scorers: dict[str, Callable], encode: bool, progress: Callable[[], Any]
+    ) -> tuple[dict[str, float], GaussianStats | None]:
+        """The mean paired scores and, if ``encode``, the merged latent statistics."""
         if scorers:
             stream = pairs(images, self.reference)
         else:
@@ -318,18 +328,9 @@ class Evaluator:
                 stats = self._latent_stats_of(image, name)
                 latent = stats if latent is None else latent.merge(stats)
             progress()
-        results = {metric: float(np.mean(values)) for metric, values in scores.items()}
-        if encode:
-            if latent is None:
-                raise ValueError("images is empty: expected at least one image")
-            latent_stats = _enough(latent, "images")
-        if latent_stats is not None:
-            results |= self._latent_w2(latent_stats, reference)
-        return results
-
-    @staticmethod
-    def _latent_w2(stats: GaussianStats, reference: dict[str, Any]) -> dict[str, float]:
-        return {"latent_w2": _distance(stats, reference["latent"])}
+        if encode and latent is None:  # (pairs raise for an empty set themselves)
+            raise ValueError("images is empty: expected at least one image")
+        return {metric: float(np.mean(values)) for metric, values in scores.items()}, latent
 
     def _feature_metrics(self, images: Any, reference: dict[str, Any]) -> dict[str, float]:
         """fid and kid from one pass of the feature extractor, patch_fid and is."""
